@@ -1,0 +1,66 @@
+// ckpt/serialize.h — reading and writing PyTorch checkpoint files (.pt / .pth).
+//
+//   ckpt::Value ckpt = ckpt::load("run/ckpt.pt");            // what torch.load would return
+//   ckpt::Value ckpt = ckpt::load("run/ckpt.pt", {.mmap = true});  // tensors view the file
+//   ckpt::save(ckpt, "run/copy.pt");                          // torch.load reads it back
+//
+// load() reads torch.save files of torch 1.6+ (zip; 2.x records such as byteorder are
+// understood) and the legacy pre-1.6 format, verifies the CRC-32 of every record it reads,
+// and unpickles with an allowlist (containers, plain values, tensors, a few torch objects):
+// nothing in the file is ever executed. save() writes what torch.save writes (protocol-2
+// pickle, 64-byte-aligned stored records, CRC-32s, ZIP64 when needed) and publishes the file
+// crash-safely: the final name shows the old file or the complete new one, never a part.
+// Errors are ckpt::Error with a one-line message naming the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckpt/error.h"
+#include "ckpt/value.h"
+
+namespace ckpt {
+
+struct LoadOptions {
+  // true: tensors view a copy-on-write memory mapping of the file (no copy; pages are read on
+  // first touch). false: tensors own memory filled from the file.
+  bool mmap = false;
+  // Check each record's CRC-32 against the bytes read. With mmap this reads every page once.
+  bool verify_checksums = true;
+  // Bounds on what the pickle may build.
+  size_t max_depth = 1000;
+  size_t max_objects = size_t{1} << 26;
+};
+
+struct SaveOptions {
+  // fsync the file and its directory before returning. false is for scratch files only: a
+  // crash may then lose the file (never leave a partial one under the final name).
+  bool durable = true;
+};
+
+Value load(const std::string& path, const LoadOptions& options = {});
+void save(const Value& value, const std::string& path, const SaveOptions& options = {});
+
+struct RecordReport {
+  std::string name;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+  bool crc_checked = false;  // false when the file stores no CRC (CRC 0, legacy format)
+};
+
+struct VerifyReport {
+  std::string format;  // "zip (torch >= 1.6)" or "legacy (torch < 1.6)"
+  uint64_t file_size = 0;
+  std::vector<RecordReport> records;
+  size_t tensors = 0;
+  size_t storages = 0;
+  uint64_t tensor_bytes = 0;
+};
+
+// Checks the whole file: structure, every record's CRC-32 (also records load() skips), the
+// pickle against the allowlist, every tensor against its storage. Throws on the first problem.
+VerifyReport verify(const std::string& path);
+
+}  // namespace ckpt

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package ckpt needs on a fresh Debian 12 machine.
+# Idempotent: safe to run again. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  clang libclang-rt-14-dev              # libFuzzer + ASan/UBSan for the fuzz targets
+  libtorch-dev                          # LibTorch 1.13 (find_package(Torch))
+  python3-torch python3-numpy           # the real Python torch, for interop tests
+  zlib1g-dev libisal-dev                # CRC-32: ISA-L (pclmul) + zlib crc32_combine, inflate
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev
+  dataset-fashion-mnist                 # the demo's training data
+)
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,447 @@
+#include "format/archive.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+#include "format/pickle.h"
+#include "format/zip.h"
+#include "util/bytes.h"
+#include "util/crc32.h"
+#include "util/errors.h"
+
+namespace ckpt::format {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ckpt assumes a little-endian host");
+
+// A storage whose bytes are a region of the mapped file.
+class MappedStorage final : public StorageData {
+ public:
+  MappedStorage(std::shared_ptr<io::MappedFile> file, uint64_t offset, size_t nbytes, DType dtype)
+      : file_(std::move(file)), offset_(offset), nbytes_(nbytes), dtype_(dtype) {}
+  std::byte* data() const override { return file_->mutable_data() + offset_; }
+  size_t nbytes() const override { return nbytes_; }
+  DType dtype() const override { return dtype_; }
+
+ private:
+  std::shared_ptr<io::MappedFile> file_;
+  uint64_t offset_;
+  size_t nbytes_;
+  DType dtype_;
+};
+
+std::optional<DType> dtype_of_storage_type(const std::string& type) {
+  static const std::unordered_map<std::string, DType> table = {
+      {"torch.DoubleStorage", DType::kFloat64}, {"torch.FloatStorage", DType::kFloat32},
+      {"torch.HalfStorage", DType::kFloat16},   {"torch.BFloat16Storage", DType::kBFloat16},
+      {"torch.LongStorage", DType::kInt64},     {"torch.IntStorage", DType::kInt32},
+      {"torch.ShortStorage", DType::kInt16},    {"torch.CharStorage", DType::kInt8},
+      {"torch.ByteStorage", DType::kUInt8},     {"torch.BoolStorage", DType::kBool},
+      {"torch.ComplexFloatStorage", DType::kComplex64},
+      {"torch.ComplexDoubleStorage", DType::kComplex128},
+  };
+  auto it = table.find(type);
+  if (it == table.end()) return std::nullopt;
+  return it->second;
+}
+
+void byteswap(std::byte* p, size_t nbytes, size_t elem) {
+  // complex numbers swap each half
+  if (elem == 16) elem = 8;
+  for (size_t i = 0; i + elem <= nbytes; i += elem) std::reverse(p + i, p + i + elem);
+}
+
+// A storage named by a persistent id, its record not yet read.
+struct PendingStorage {
+  std::string key;
+  DType dtype;
+  uint64_t numel;
+  std::shared_ptr<StorageData> storage;
+};
+
+struct PidInfo {
+  std::string key;
+  DType dtype;
+  uint64_t numel;
+};
+
+PidInfo parse_pid(const Value& pid, size_t expected_len) {
+  if (!pid.is_tuple() || pid.items().empty() || !pid.items()[0].is_string())
+    fail(ErrorKind::kCorruption, "persistent id is not a ('storage', ...) tuple");
+  const auto& t = pid.items();
+  if (t[0].to_string() != "storage")
+    fail(ErrorKind::kUnsafe, "persistent id of kind '", t[0].to_string(), "' (only storages are allowed)");
+  if (t.size() != expected_len) fail(ErrorKind::kCorruption, "storage persistent id has ", t.size(), " fields, expected ", expected_len);
+  if (!t[1].is_object()) fail(ErrorKind::kCorruption, "storage type is ", t[1].kind_name());
+  auto dtype = dtype_of_storage_type(t[1].object_type());
+  if (!dtype) fail(ErrorKind::kUnsupported, "storage type '", t[1].object_type(), "' is not supported (quantized tensors are not)");
+  if (!t[2].is_string()) fail(ErrorKind::kCorruption, "storage key is ", t[2].kind_name());
+  if (!t[3].is_string()) fail(ErrorKind::kCorruption, "storage location is ", t[3].kind_name());
+  if (!t[4].is_int() || t[4].to_int() < 0) fail(ErrorKind::kCorruption, "storage size is not a non-negative int");
+  return PidInfo{t[2].to_string(), *dtype, static_cast<uint64_t>(t[4].to_int())};
+}
+
+uint64_t checked_nbytes(uint64_t numel, DType dtype, uint64_t file_size, const std::string& key) {
+  uint64_t elem = element_size(dtype);
+  if (numel > file_size / elem)
+    fail(ErrorKind::kCorruption, "storage '", key, "' claims ", numel, " elements of ", elem, " bytes, more than the file holds (", file_size, " bytes)");
+  return numel * elem;
+}
+
+class ArchiveReader {
+ public:
+  ArchiveReader(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report)
+      : file_(std::move(file)), options_(options), report_(report) {
+    limits_.max_depth = options.max_depth;
+    limits_.max_objects = options.max_objects;
+  }
+
+  Value read() {
+    const uint64_t size = file_->size();
+    const auto* p = reinterpret_cast<const uint8_t*>(file_->data());
+    if (report_) report_->file_size = size;
+    if (size == 0) fail(ErrorKind::kCorruption, "empty file (0 bytes), not a checkpoint");
+    if (size >= 4 && load_le32(p) == 0x04034b50) return read_zip();
+    if (size >= 4 && p[0] == 0x80 && p[1] == 0x02 && p[2] == 0x8a && p[3] == 0x0a) return read_legacy();
+    if (size >= 8 && std::memcmp(p, "PYTORCH1", 8) == 0)
+      fail(ErrorKind::kUnsupported, "pre-1.0 'PYTORCH1' archive");
+    std::string head;
+    for (uint64_t i = 0; i < std::min<uint64_t>(size, 4); ++i) head += str_cat(i ? " " : "", hex32(p[i]).substr(8));
+    fail(ErrorKind::kCorruption, "not a PyTorch checkpoint (neither a zip archive nor a legacy pickle; starts with ", head, ")");
+  }
+
+ private:
+  std::shared_ptr<io::MappedFile> file_;
+  const LoadOptions& options_;
+  VerifyReport* report_;
+  pickle::Limits limits_;
+  std::map<std::string, PendingStorage> storages_;
+  std::vector<PendingStorage*> to_fill_;
+
+  void check_crc(const std::string& name, const std::byte* data, uint64_t n, uint32_t stored, RecordReport* rr) {
+    if (!options_.verify_checksums) return;
+    if (stored == 0 && n > 0) return;  // written without CRCs (torch 2.6+ option): unchecked
+    uint32_t crc = crc32_parallel(data, static_cast<size_t>(n));
+    if (crc != stored)
+      fail(ErrorKind::kCorruption, "record '", name, "': CRC-32 mismatch (stored ", hex32(stored), ", computed ", hex32(crc), ")");
+    if (rr) rr->crc_checked = true;
+  }
+
+  // --- zip (torch >= 1.6) -------------------------------------------------------------------
+  Value read_zip() {
+    const uint64_t size = file_->size();
+    std::vector<zip::Entry> entries = zip::read_directory(file_->data(), size);
+    if (entries.empty()) fail(ErrorKind::kCorruption, "zip archive has no records");
+    std::string prefix;
+    {
+      const std::string& first = entries[0].name;
+      auto slash = first.find('/');
+      if (slash == std::string::npos || slash == 0)
+        fail(ErrorKind::kCorruption, "not a PyTorch archive: record '", first, "' is not in a subdirectory");
+      prefix = first.substr(0, slash + 1);
+    }
+    std::unordered_map<std::string, const zip::Entry*> by_name;
+    for (const auto& e : entries) {
+      if (e.name.compare(0, prefix.size(), prefix) != 0)
+        fail(ErrorKind::kCorruption, "record '", e.name, "' is outside the archive directory '", prefix, "'");
+      by_name[e.name.substr(prefix.size())] = &e;
+    }
+    if (by_name.count("constants.pkl"))
+      fail(ErrorKind::kUnsupported, "a TorchScript archive (torch.jit.save / LibTorch torch::save), not a torch.save checkpoint");
+    auto record = [&](const std::string& n) -> const zip::Entry* {
+      auto it = by_name.find(n);
+      return it == by_name.end() ? nullptr : it->second;
+    };
+    if (report_) {
+      report_->format = "zip (torch >= 1.6)";
+      std::string buf;
+      for (const auto& e : entries) {
+        RecordReport rr{e.name, e.data_offset, e.size, e.crc32, false};
+        check_crc(e.name, entry_bytes(e, &buf), e.size, e.crc32, &rr);
+        report_->records.push_back(rr);
+      }
+    }
+
+    const zip::Entry* version = record("version");
+    if (!version) version = record(".data/version");
+    if (!version) fail(ErrorKind::kCorruption, "archive has no 'version' record");
+    std::string text = read_small(*version);
+    uint64_t v = 0;
+    size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9' && digits < 6) v = v * 10 + uint64_t(text[digits++] - '0');
+    if (digits == 0 || v < 1 || v > 10) fail(ErrorKind::kUnsupported, "archive format version '", text.substr(0, 16), "' (supported: 1 to 10)");
+
+    bool big_endian = false;
+    if (const zip::Entry* bo = record("byteorder")) {
+      std::string order = read_small(*bo);
+      if (order == "big") big_endian = true;
+      else if (order != "little") fail(ErrorKind::kCorruption, "byteorder record says '", order.substr(0, 16), "'");
+    }
+
+    const zip::Entry* pkl = record("data.pkl");
+    if (!pkl) fail(ErrorKind::kCorruption, "archive has no 'data.pkl' record");
+    std::string pickle_bytes;
+    zip::read_entry(file_->data(), size, *pkl, &pickle_bytes);
+    check_crc(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()), pickle_bytes.size(), pkl->crc32, nullptr);
+
+    auto load = [&](const Value& pid) -> Value {
+      PidInfo info = parse_pid(pid, 5);
+      PendingStorage& s = storage_for(info, [&](PendingStorage& ps) {
+        const zip::Entry* e = record("data/" + info.key);
+        if (!e) fail(ErrorKind::kCorruption, "storage '", info.key, "' has no record 'data/", info.key, "'");
+        uint64_t nbytes = checked_nbytes(info.numel, info.dtype, size, info.key);
+        if (e->size != nbytes)
+          fail(ErrorKind::kCorruption, "record '", e->name, "' has ", e->size, " bytes but its storage needs ", nbytes,
+               " (", info.numel, " x ", element_size(info.dtype), "-byte ", dtype_name(info.dtype), ")");
+        bool mappable = options_.mmap && e->method == 0 && !big_endian && e->data_offset % element_size(info.dtype) == 0;
+        if (mappable) {
+          ps.storage = std::make_shared<MappedStorage>(file_, e->data_offset, static_cast<size_t>(nbytes), info.dtype);
+          mapped_.push_back({&ps, e});
+        } else {
+          ps.storage = make_storage(info.dtype, static_cast<size_t>(nbytes));
+          zip_fill_.push_back({&ps, e});
+        }
+      });
+      return storage_value(s);
+    };
+    Value root = unpickle_with_context(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()), pickle_bytes.size(), load, nullptr);
+
+    // Fill owned storages and check CRCs.
+    std::string buf;
+    for (auto& [ps, e] : zip_fill_) {
+      std::byte* dst = ps->storage->data();
+      if (e->method == 0) {
+        if (e->size > 0) file_->read_at(e->data_offset, dst, static_cast<size_t>(e->size));
+      } else {
+        zip::read_entry(file_->data(), size, *e, &buf);
+        std::memcpy(dst, buf.data(), buf.size());
+      }
+      check_crc(e->name, dst, e->size, e->crc32, nullptr);
+      if (big_endian) byteswap(dst, static_cast<size_t>(e->size), element_size(ps->dtype));
+    }
+    for (auto& [ps, e] : mapped_) check_crc(e->name, ps->storage->data(), e->size, e->crc32, nullptr);
+    return root;
+  }
+
+  std::vector<std::pair<PendingStorage*, const zip::Entry*>> zip_fill_, mapped_;
+
+  // The payload of `e`: a pointer into the mapping when stored, else inflated into `buf`.
+  const std::byte* entry_bytes(const zip::Entry& e, std::string* buf) {
+    if (e.method == 0) return file_->data() + e.data_offset;
+    zip::read_entry(file_->data(), file_->size(), e, buf);
+    return reinterpret_cast<const std::byte*>(buf->data());
+  }
+
+  std::string read_small(const zip::Entry& e) {
+    if (e.size > 4096) fail(ErrorKind::kCorruption, "record '", e.name, "' is ", e.size, " bytes, expected a few");
+    std::string s;
+    zip::read_entry(file_->data(), file_->size(), e, &s);
+    check_crc(e.name, reinterpret_cast<const std::byte*>(s.data()), s.size(), e.crc32, nullptr);
+    return s;
+  }
+
+  template <class Create>
+  PendingStorage& storage_for(const PidInfo& info, Create create) {
+    auto it = storages_.find(info.key);
+    if (it != storages_.end()) {
+      if (it->second.dtype != info.dtype || it->second.numel != info.numel)
+        fail(ErrorKind::kCorruption, "storage '", info.key, "' is named twice with different types or sizes");
+      return it->second;
+    }
+    PendingStorage& ps = storages_[info.key];
+    ps.key = info.key;
+    ps.dtype = info.dtype;
+    ps.numel = info.numel;
+    create(ps);
+    if (report_) {
+      report_->storages++;
+      report_->tensor_bytes += ps.storage->nbytes();
+    }
+    return ps;
+  }
+
+  static Value storage_value(const PendingStorage& s) {
+    TensorRef t;
+    t.storage = s.storage;
+    t.dtype = s.dtype;
+    t.sizes = {static_cast<int64_t>(s.numel)};
+    t.strides = {1};
+    return Value(std::move(t));
+  }
+
+  Value unpickle_with_context(const std::string& what, const std::byte* data, size_t n,
+                              const pickle::PersistentLoad& load, size_t* consumed) {
+    try {
+      return pickle::unpickle(data, n, load, limits_, consumed);
+    } catch (const Error& e) {
+      rethrow_with_context(e, what);
+    }
+  }
+
+  // --- legacy (torch < 1.6): five pickles, then each storage as <u64 numel><bytes> -----------
+  Value read_legacy() {
+    const uint64_t size = file_->size();
+    const std::byte* base = file_->data();
+    uint64_t pos = 0;
+    auto next_pickle = [&](const char* what, const pickle::PersistentLoad& load) {
+      size_t used = 0;
+      Value v = unpickle_with_context(what, base + pos, static_cast<size_t>(size - pos), load, &used);
+      pos += used;
+      return v;
+    };
+    if (report_) report_->format = "legacy (torch < 1.6)";
+    Value magic = next_pickle("legacy magic number", nullptr);
+    static const char kMagic[] = "\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";  // 0x1950a86a20f9469cfc6c, LE
+    if (magic.kind() != Value::Kind::kBigInt || magic.big_int_bytes() != std::string(kMagic, 10))
+      fail(ErrorKind::kCorruption, "legacy file with a wrong magic number");
+    Value proto = next_pickle("legacy protocol version", nullptr);
+    if (!proto.is_int() || proto.to_int() != 1001)
+      fail(ErrorKind::kUnsupported, "legacy protocol version ", short_repr(proto), " (expected 1001)");
+    Value sys_info = next_pickle("legacy sys_info", nullptr);
+    if (sys_info.is_dict()) {
+      const Value* le = sys_info.dict().find("little_endian");
+      if (le && le->is_bool() && !le->to_bool()) fail(ErrorKind::kUnsupported, "big-endian legacy file");
+    }
+    auto load = [&](const Value& pid) -> Value {
+      PidInfo info = parse_pid(pid, 6);
+      PendingStorage& s = storage_for(info, [&](PendingStorage& ps) {
+        uint64_t nbytes = checked_nbytes(info.numel, info.dtype, size, info.key);
+        ps.storage = make_storage(info.dtype, static_cast<size_t>(nbytes));
+      });
+      return storage_value(s);
+    };
+    Value root = next_pickle("legacy data pickle", load);
+    Value keys = next_pickle("legacy storage key list", nullptr);
+    if (!keys.is_list()) fail(ErrorKind::kCorruption, "legacy storage key list is ", keys.kind_name());
+    for (const Value& k : keys.items()) {
+      if (!k.is_string()) fail(ErrorKind::kCorruption, "legacy storage key is ", k.kind_name());
+      auto it = storages_.find(k.to_string());
+      if (it == storages_.end()) fail(ErrorKind::kCorruption, "legacy storage '", k.to_string(), "' is listed but never used");
+      PendingStorage& ps = it->second;
+      if (size - pos < 8) fail(ErrorKind::kCorruption, "legacy file truncated before storage '", ps.key, "'");
+      uint64_t numel = load_le64(base + pos);
+      if (numel != ps.numel)
+        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' has ", numel, " elements on disk but ", ps.numel, " in the pickle");
+      pos += 8;
+      uint64_t nbytes = ps.storage->nbytes();
+      if (size - pos < nbytes)
+        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' needs ", nbytes, " bytes at offset ", pos, " but the file ends at ", size, " (truncated?)");
+      if (nbytes > 0) file_->read_at(pos, ps.storage->data(), static_cast<size_t>(nbytes));
+      if (report_) report_->records.push_back(RecordReport{"storage " + ps.key, pos, nbytes, 0, false});
+      pos += nbytes;
+      ps.key.clear();  // mark as filled
+    }
+    for (const auto& [key, ps] : storages_)
+      if (!ps.key.empty()) fail(ErrorKind::kCorruption, "legacy storage '", key, "' is missing from the key list");
+    return root;
+  }
+};
+
+size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen) {
+  if (v.node() && !seen.emplace(v.node(), true).second) return 0;
+  switch (v.kind()) {
+    case Value::Kind::kTensor: return 1;
+    case Value::Kind::kList:
+    case Value::Kind::kTuple: {
+      size_t n = 0;
+      for (const auto& x : v.items()) n += count_tensors(x, seen);
+      return n;
+    }
+    case Value::Kind::kDict: {
+      size_t n = 0;
+      for (const auto& [k, x] : v.dict()) n += count_tensors(x, seen);
+      return n + count_tensors(v.dict().attributes(), seen);
+    }
+    case Value::Kind::kObject: return count_tensors(v.object_args(), seen);
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options, VerifyReport* report) {
+  try {
+    std::shared_ptr<io::MappedFile> file = env->map_file(path);
+    ArchiveReader reader(file, options, report);
+    Value root = reader.read();
+    if (report) {
+      std::unordered_map<const void*, bool> seen;
+      report->tensors = count_tensors(root, seen);
+    }
+    return root;
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.compare(0, path.size(), path) == 0) throw;  // already names the file
+    rethrow_with_context(e, path);
+  }
+}
+
+std::string archive_prefix(const std::string& path) {
+  std::string base = io::basename_of(path);
+  auto dot = base.rfind('.');
+  if (dot != std::string::npos && dot > 0) base = base.substr(0, dot);
+  bool plain = !base.empty();
+  for (char c : base)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) plain = false;
+  return plain ? base : "archive";
+}
+
+void write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options) {
+  try {
+    // Storages in first-use order while pickling; one record per distinct storage.
+    std::vector<std::shared_ptr<StorageData>> storages;
+    std::unordered_map<const void*, std::string> keys;
+    auto storage_key = [&](const TensorRef& t) -> std::string {
+      auto [it, inserted] = keys.emplace(t.storage->identity(), std::to_string(storages.size()));
+      if (inserted) {
+        storages.push_back(t.storage);
+      } else if (storages[std::stoul(it->second)]->dtype() != t.dtype) {
+        fail(ErrorKind::kInvalidArgument, "two tensors share a storage but have dtypes ",
+             dtype_name(storages[std::stoul(it->second)]->dtype()), " and ", dtype_name(t.dtype),
+             " (PyTorch cannot save that either; clone one)");
+      }
+      return it->second;
+    };
+    std::string pkl = pickle::pickle(value, storage_key);
+
+    const std::string prefix = archive_prefix(path) + "/";
+    io::AtomicFile out(env, path);
+    zip::Writer zw(&out.file());
+    zw.add(prefix + "data.pkl", pkl.data(), pkl.size());
+    zw.add(prefix + "byteorder", "little", 6);
+    for (size_t i = 0; i < storages.size(); ++i)
+      zw.add(prefix + "data/" + std::to_string(i), storages[i]->data(), storages[i]->nbytes());
+    zw.add(prefix + "version", "3\n", 2);
+    zw.finish();
+    out.commit(options.durable);
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.find(path) != std::string::npos) throw;
+    rethrow_with_context(e, path);
+  }
+}
+
+}  // namespace ckpt::format
+
+namespace ckpt {
+
+Value load(const std::string& path, const LoadOptions& options) {
+  return format::read_archive(io::Env::Default(), path, options);
+}
+
+void save(const Value& value, const std::string& path, const SaveOptions& options) {
+  format::write_archive(io::Env::Default(), value, path, options);
+}
+
+VerifyReport verify(const std::string& path) {
+  VerifyReport report;
+  LoadOptions options;
+  options.mmap = true;
+  options.verify_checksums = true;
+  format::read_archive(io::Env::Default(), path, options, &report);
+  return report;
+}
+
+}  // namespace ckpt

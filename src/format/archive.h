@@ -1,0 +1,17 @@
+// The PyTorch archive layout (zip and legacy) over the io, zip and pickle layers. Internal:
+// the public entry points are in ckpt/serialize.h; these take an Env for fault injection.
+#pragma once
+
+#include "ckpt/serialize.h"
+#include "io/env.h"
+
+namespace ckpt::format {
+
+Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options,
+                   VerifyReport* report = nullptr);
+void write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options);
+
+// The archive-name prefix PyTorch derives from a file name: "ckpt.pt" -> "ckpt".
+std::string archive_prefix(const std::string& path);
+
+}  // namespace ckpt::format

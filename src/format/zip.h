@@ -1,0 +1,69 @@
+// The zip container of PyTorch checkpoints (PKWARE APPNOTE 6.3.x; PyTorch's use of it is in
+// shared/notes/pytorch-format.md §1).
+//
+// Byte layout written by Writer, record by record:
+//   local header (APPNOTE 4.3.7) 30 B | name | extra: [ZIP64 (4.5.3)] + "FB" pad block of 'Z'
+//     so the payload starts at a multiple of 64 | payload | data descriptor (4.3.9), 16 B, or
+//     24 B with 64-bit sizes, absent for empty records
+// then the central directory (4.3.12), the ZIP64 end of central directory record (4.3.14) and
+// locator (4.3.15), and the end of central directory record (4.3.16). Every field is
+// little-endian. Records are stored (method 0); the reader also inflates method 8.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/env.h"
+
+namespace ckpt::zip {
+
+struct Entry {
+  std::string name;
+  uint64_t header_offset = 0;  // local header
+  uint64_t data_offset = 0;    // payload, computed from the *local* header's lengths
+  uint64_t compressed_size = 0;
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+  uint16_t method = 0;
+  uint16_t flags = 0;
+};
+
+// Parses the directory of the zip in [data, data+size) and every entry's local header.
+// Validates each offset, size and count against the file; refuses entry names that are
+// absolute or contain "..", duplicate names and overlapping entries.
+// Throws ckpt::Error (kCorruption / kUnsafe) without a file name; callers add it.
+std::vector<Entry> read_directory(const std::byte* data, uint64_t size);
+
+// The bytes of a stored or deflated entry, inflated if needed, into `out`. Does not check
+// the CRC (the caller decides).
+void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::string* out);
+
+// Writes records one after another, streaming payloads straight to the file (small pieces go
+// through a buffer). The layout is byte-compatible with PyTorch's writer (miniz).
+class Writer {
+ public:
+  explicit Writer(io::WritableFile* file);
+  // A whole record from memory; computes its CRC-32.
+  void add(const std::string& name, const void* data, uint64_t size);
+  // Ends the archive: descriptors are already written; writes the directory and end records.
+  void finish();
+  uint64_t bytes_written() const { return offset_; }
+
+ private:
+  struct Record {
+    std::string name;
+    uint64_t header_offset, size;
+    uint32_t crc;
+  };
+  io::WritableFile* file_;
+  std::string buffer_;
+  uint64_t offset_ = 0;  // logical end of the archive (file bytes + buffered)
+  std::vector<Record> records_;
+
+  void emit(const void* data, size_t n);
+  void flush();
+};
+
+}  // namespace ckpt::zip

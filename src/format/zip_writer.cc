@@ -1,0 +1,154 @@
+#include "format/zip.h"
+#include "util/bytes.h"
+#include "util/crc32.h"
+#include "util/errors.h"
+
+namespace ckpt::zip {
+namespace {
+constexpr uint64_t kAlignment = 64;
+constexpr uint64_t k32 = 0xFFFFFFFF;
+constexpr size_t kBufferSize = size_t{4} << 20;
+constexpr uint64_t kDirectThreshold = uint64_t{1} << 20;  // payloads this big bypass the buffer
+}  // namespace
+
+Writer::Writer(io::WritableFile* file) : file_(file) { buffer_.reserve(kBufferSize); }
+
+void Writer::emit(const void* data, size_t n) {
+  if (buffer_.size() + n > kBufferSize) flush();
+  if (n >= kDirectThreshold) {
+    file_->append(data, n);
+  } else {
+    buffer_.append(static_cast<const char*>(data), n);
+  }
+  offset_ += n;
+}
+
+void Writer::flush() {
+  if (buffer_.empty()) return;
+  file_->append(buffer_.data(), buffer_.size());
+  buffer_.clear();
+}
+
+void Writer::add(const std::string& name, const void* data, uint64_t size) {
+  const uint64_t cursor = offset_;
+  const bool zip64 = size >= k32 || cursor >= k32;
+
+  // Local header, APPNOTE 4.3.7; sizes and CRC live in the data descriptor (flag bit 3).
+  std::string h;
+  put_le32(h, 0x04034b50);
+  put_le16(h, 0);                               // version needed (as PyTorch writes it)
+  put_le16(h, size > 0 ? 0x0808 : 0x0800);      // descriptor follows | UTF-8 name
+  put_le16(h, 0);                               // method: stored
+  put_le32(h, 0);                               // time, date
+  put_le32(h, 0);                               // crc (in the descriptor)
+  put_le32(h, 0);                               // compressed size
+  put_le32(h, 0);                               // size
+  uint64_t start = cursor + 30 + name.size() + 4;
+  std::string extra;
+  if (zip64) {
+    uint16_t len = (size >= k32 ? 16 : 0) + (cursor >= k32 ? 8 : 0);
+    put_le16(extra, 0x0001);
+    put_le16(extra, len);
+    if (size >= k32) {
+      put_le64(extra, size);
+      put_le64(extra, 0);  // compressed size: PyTorch writes 0 here
+    }
+    if (cursor >= k32) put_le64(extra, cursor);
+    start += 4 + len;
+  }
+  uint64_t pad = (kAlignment - start % kAlignment) % kAlignment;
+  put_le16(extra, 0x4246);  // "FB": PyTorch's alignment padding block
+  put_le16(extra, static_cast<uint16_t>(pad));
+  extra.append(static_cast<size_t>(pad), 'Z');
+  put_le16(h, static_cast<uint16_t>(name.size()));
+  put_le16(h, static_cast<uint16_t>(extra.size()));
+  h += name;
+  h += extra;
+  emit(h.data(), h.size());
+
+  uint32_t crc = crc32_parallel(data, static_cast<size_t>(size));
+  emit(data, static_cast<size_t>(size));
+
+  if (size > 0) {  // data descriptor, APPNOTE 4.3.9
+    std::string d;
+    put_le32(d, 0x08074b50);
+    put_le32(d, crc);
+    if (zip64) {
+      put_le64(d, size);
+      put_le64(d, size);
+    } else {
+      put_le32(d, static_cast<uint32_t>(size));
+      put_le32(d, static_cast<uint32_t>(size));
+    }
+    emit(d.data(), d.size());
+  }
+  records_.push_back(Record{name, cursor, size, crc});
+}
+
+void Writer::finish() {
+  const uint64_t cd_offset = offset_;
+  std::string cd;
+  for (const Record& r : records_) {  // APPNOTE 4.3.12
+    bool big = r.size >= k32, far = r.header_offset >= k32;
+    std::string extra;
+    if (big || far) {
+      put_le16(extra, 0x0001);
+      put_le16(extra, static_cast<uint16_t>((big ? 16 : 0) + (far ? 8 : 0)));
+      if (big) {
+        put_le64(extra, r.size);
+        put_le64(extra, r.size);
+      }
+      if (far) put_le64(extra, r.header_offset);
+    }
+    put_le32(cd, 0x02014b50);
+    put_le16(cd, 0);  // version made by
+    put_le16(cd, 0);  // version needed
+    put_le16(cd, r.size > 0 ? 0x0808 : 0x0800);
+    put_le16(cd, 0);  // stored
+    put_le32(cd, 0);  // time, date
+    put_le32(cd, r.crc);
+    put_le32(cd, big ? uint32_t(k32) : static_cast<uint32_t>(r.size));
+    put_le32(cd, big ? uint32_t(k32) : static_cast<uint32_t>(r.size));
+    put_le16(cd, static_cast<uint16_t>(r.name.size()));
+    put_le16(cd, static_cast<uint16_t>(extra.size()));
+    put_le16(cd, 0);  // comment
+    put_le16(cd, 0);  // disk
+    put_le16(cd, 0);  // internal attributes
+    put_le32(cd, 0);  // external attributes
+    put_le32(cd, far ? uint32_t(k32) : static_cast<uint32_t>(r.header_offset));
+    cd += r.name;
+    cd += extra;
+  }
+  const uint64_t cd_size = cd.size();
+  const uint64_t n = records_.size();
+  const uint64_t z64_offset = cd_offset + cd_size;
+  // ZIP64 end of central directory record (4.3.14), always written, as PyTorch does.
+  put_le32(cd, 0x06064b50);
+  put_le64(cd, 44);
+  put_le16(cd, 0x031E);
+  put_le16(cd, 45);
+  put_le32(cd, 0);
+  put_le32(cd, 0);
+  put_le64(cd, n);
+  put_le64(cd, n);
+  put_le64(cd, cd_size);
+  put_le64(cd, cd_offset);
+  // ZIP64 locator (4.3.15).
+  put_le32(cd, 0x07064b50);
+  put_le32(cd, 0);
+  put_le64(cd, z64_offset);
+  put_le32(cd, 1);
+  // End of central directory (4.3.16).
+  put_le32(cd, 0x06054b50);
+  put_le16(cd, 0);
+  put_le16(cd, 0);
+  put_le16(cd, static_cast<uint16_t>(std::min<uint64_t>(n, 0xFFFF)));
+  put_le16(cd, static_cast<uint16_t>(std::min<uint64_t>(n, 0xFFFF)));
+  put_le32(cd, static_cast<uint32_t>(std::min<uint64_t>(cd_size, k32)));
+  put_le32(cd, cd_offset >= k32 ? uint32_t(k32) : static_cast<uint32_t>(cd_offset));
+  put_le16(cd, 0);
+  emit(cd.data(), cd.size());
+  flush();
+}
+
+}  // namespace ckpt::zip

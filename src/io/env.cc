@@ -1,0 +1,215 @@
+#include "io/env.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "util/errors.h"
+
+namespace ckpt::io {
+namespace {
+
+[[noreturn]] void fail_errno(const std::string& what, const std::string& path, int err) {
+  fail(err == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIO, path, ": ", what, ": ",
+       std::strerror(err));
+}
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void append(const void* data, size_t n) override {
+    write_at(size_, data, n);
+    size_ += n;
+  }
+
+  void write_at(uint64_t offset, const void* data, size_t n) override {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail_errno("write failed", path_, errno);
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+      offset += static_cast<uint64_t>(w);
+    }
+  }
+
+  void sync() override {
+    if (::fsync(fd_) != 0) fail_errno("fsync failed", path_, errno);
+  }
+
+  void close() override {
+    if (fd_ < 0) return;
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail_errno("close failed", path_, errno);
+  }
+
+  uint64_t size() const override { return size_; }
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+  uint64_t size_ = 0;
+};
+
+class PosixMappedFile final : public MappedFile {
+ public:
+  PosixMappedFile(std::string path, int fd, uint64_t size, void* base)
+      : path_(std::move(path)), fd_(fd), size_(size), base_(base) {}
+  ~PosixMappedFile() override {
+    if (base_ != nullptr) ::munmap(base_, size_);
+    ::close(fd_);
+  }
+  const std::byte* data() const override { return static_cast<const std::byte*>(base_); }
+  std::byte* mutable_data() const override { return static_cast<std::byte*>(base_); }
+  uint64_t size() const override { return size_; }
+  const std::string& path() const override { return path_; }
+
+  void read_at(uint64_t offset, void* dst, size_t n) const override {
+    char* p = static_cast<char*>(dst);
+    while (n > 0) {
+      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        fail_errno("read failed", path_, errno);
+      }
+      if (r == 0) fail(ErrorKind::kCorruption, path_, ": unexpected end of file at offset ", offset);
+      p += r;
+      n -= static_cast<size_t>(r);
+      offset += static_cast<uint64_t>(r);
+    }
+  }
+
+  void advise_sequential(uint64_t offset, uint64_t n) const override {
+    ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_SEQUENTIAL);
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+  uint64_t size_;
+  void* base_;
+};
+
+class PosixEnv final : public Env {
+ public:
+  std::unique_ptr<WritableFile> new_writable_file(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) fail_errno("cannot create file", path, errno);
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+
+  std::shared_ptr<MappedFile> map_file(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail_errno("cannot open file", path, errno);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      int err = errno;
+      ::close(fd);
+      fail_errno("cannot stat file", path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      fail(ErrorKind::kInvalidArgument, path, ": not a regular file");
+    }
+    auto size = static_cast<uint64_t>(st.st_size);
+    void* base = nullptr;
+    if (size > 0) {
+      // Copy-on-write: tensors handed out over the mapping may be written by the caller
+      // without touching the file.
+      base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+      if (base == MAP_FAILED) {
+        int err = errno;
+        ::close(fd);
+        fail_errno("mmap failed", path, err);
+      }
+    }
+    return std::make_shared<PosixMappedFile>(path, fd, size, base);
+  }
+
+  void rename_file(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) fail_errno("rename to '" + to + "' failed", from, errno);
+  }
+
+  void remove_file(const std::string& path) noexcept override { ::unlink(path.c_str()); }
+
+  void sync_dir(const std::string& dir) override {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) fail_errno("cannot open directory", dir, errno);
+    int rc = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) fail_errno("fsync of directory failed", dir, err);
+  }
+
+  bool file_exists(const std::string& path) override {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0;
+  }
+};
+
+}  // namespace
+
+Env* Env::Default() {
+  static PosixEnv env;
+  return &env;
+}
+
+std::string dirname_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string basename_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+AtomicFile::AtomicFile(Env* env, std::string final_path)
+    : env_(env), final_path_(std::move(final_path)) {
+  static std::atomic<unsigned> counter{0};
+  std::string dir = dirname_of(final_path_);
+  std::string base = basename_of(final_path_);
+  if (base.empty()) fail(ErrorKind::kInvalidArgument, final_path_, ": not a file name");
+  for (int attempt = 0;; ++attempt) {
+    temp_path_ = str_cat(dir, "/.", base, ".tmp-", ::getpid(), "-", counter++);
+    try {
+      file_ = env_->new_writable_file(temp_path_);
+      return;
+    } catch (const Error&) {
+      // A stale temp file of a dead process with our pid: try the next name.
+      if (attempt >= 16 || !env_->file_exists(temp_path_)) throw;
+    }
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (committed_) return;
+  file_.reset();  // closes
+  env_->remove_file(temp_path_);
+}
+
+void AtomicFile::commit(bool durable) {
+  if (durable) file_->sync();
+  file_->close();
+  env_->rename_file(temp_path_, final_path_);
+  committed_ = true;
+  if (durable) env_->sync_dir(dirname_of(final_path_));
+}
+
+}  // namespace ckpt::io

@@ -1,0 +1,88 @@
+// The file layer. Every OS call ckpt makes goes through an Env, so tests can swap in one that
+// fails writes, fsyncs or renames at a chosen point (see tests/fault_env.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace ckpt::io {
+
+// A file opened for writing. Positional and appending writes; errors throw ckpt::Error(kIO)
+// naming the file. The destructor closes without syncing and never throws.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual void append(const void* data, size_t n) = 0;
+  virtual void write_at(uint64_t offset, const void* data, size_t n) = 0;
+  virtual void sync() = 0;
+  virtual void close() = 0;
+  virtual uint64_t size() const = 0;  // bytes appended so far
+  virtual const std::string& path() const = 0;
+};
+
+// A read-only view of a whole file, memory-mapped copy-on-write: the caller may write to the
+// pages (its changes stay private to the process); the file itself is never modified.
+class MappedFile {
+ public:
+  virtual ~MappedFile() = default;
+  virtual const std::byte* data() const = 0;
+  virtual std::byte* mutable_data() const = 0;
+  virtual uint64_t size() const = 0;
+  virtual const std::string& path() const = 0;
+  // Positional read into `dst` (thread-safe); throws on a short read.
+  virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
+  // Hints that [offset, offset+n) will be read soon / sequentially.
+  virtual void advise_sequential(uint64_t offset, uint64_t n) const = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+  static Env* Default();
+
+  // Creates `path`, which must not exist (O_EXCL).
+  virtual std::unique_ptr<WritableFile> new_writable_file(const std::string& path) = 0;
+  virtual std::shared_ptr<MappedFile> map_file(const std::string& path) = 0;
+  virtual void rename_file(const std::string& from, const std::string& to) = 0;
+  virtual void remove_file(const std::string& path) noexcept = 0;
+  virtual void sync_dir(const std::string& dir) = 0;
+  virtual bool file_exists(const std::string& path) = 0;
+};
+
+// The directory part of `path` ("." when it has none).
+std::string dirname_of(const std::string& path);
+std::string basename_of(const std::string& path);
+
+// Crash-safe publication of one file. The protocol, step by step:
+//   1. create a temp file `.NAME.tmp-PID-N` in the destination's directory (same filesystem,
+//      so step 4 is atomic), with O_EXCL;
+//   2. the caller writes the contents through file();
+//   3. commit(): fsync the temp file, then close it;
+//   4. rename the temp file over the final name — readers see the old file or the new one,
+//      never a mix;
+//   5. fsync the directory, so the rename itself survives a crash.
+// If commit() is not reached (an error, an exception, the process dies), the final name is
+// untouched; the destructor removes the temp file. The destructor never throws.
+class AtomicFile {
+ public:
+  AtomicFile(Env* env, std::string final_path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  WritableFile& file() { return *file_; }
+  const std::string& temp_path() const { return temp_path_; }
+  // Steps 3-5. `durable` = false skips the two fsyncs (for tests and scratch files).
+  void commit(bool durable = true);
+
+ private:
+  Env* env_;
+  std::string final_path_;
+  std::string temp_path_;
+  std::unique_ptr<WritableFile> file_;
+  bool committed_ = false;
+};
+
+}  // namespace ckpt::io

@@ -1,0 +1,42 @@
+// Internal helpers for building ckpt::Error messages.
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "ckpt/error.h"
+
+namespace ckpt {
+
+namespace detail {
+inline void append_all(std::ostringstream&) {}
+template <class T, class... Rest>
+void append_all(std::ostringstream& os, T&& first, Rest&&... rest) {
+  os << std::forward<T>(first);
+  append_all(os, std::forward<Rest>(rest)...);
+}
+}  // namespace detail
+
+// Concatenates its arguments with operator<<.
+template <class... Args>
+std::string str_cat(Args&&... args) {
+  std::ostringstream os;
+  detail::append_all(os, std::forward<Args>(args)...);
+  return os.str();
+}
+
+template <class... Args>
+[[noreturn]] void fail(ErrorKind kind, Args&&... args) {
+  throw Error(kind, str_cat(std::forward<Args>(args)...));
+}
+
+// Re-throws `e` with `context + ": "` in front of its message, keeping its kind.
+[[noreturn]] inline void rethrow_with_context(const Error& e, const std::string& context) {
+  throw Error(e.kind(), context + ": " + e.what());
+}
+
+// "0x1a2b3c4d"
+std::string hex32(uint32_t v);
+
+}  // namespace ckpt
