@@ -362,8 +362,19 @@ size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen
 }  // namespace
 
 Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options, VerifyReport* report) {
+  std::shared_ptr<io::MappedFile> file;
   try {
-    std::shared_ptr<io::MappedFile> file = env->map_file(path);
+    file = env->map_file(path);
+  } catch (const Error& e) {
+    if (std::string(e.what()).compare(0, path.size(), path) == 0) throw;
+    rethrow_with_context(e, path);
+  }
+  return read_archive(std::move(file), options, report);
+}
+
+Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report) {
+  const std::string path = file->path();
+  try {
     ArchiveReader reader(file, options, report);
     Value root = reader.read();
     if (report) {

@@ -161,7 +161,30 @@ class PosixEnv final : public Env {
   }
 };
 
+class MemoryFile final : public MappedFile {
+ public:
+  MemoryFile(std::string bytes, std::string name) : bytes_(std::move(bytes)), name_(std::move(name)) {}
+  const std::byte* data() const override { return reinterpret_cast<const std::byte*>(bytes_.data()); }
+  std::byte* mutable_data() const override { return reinterpret_cast<std::byte*>(const_cast<char*>(bytes_.data())); }
+  uint64_t size() const override { return bytes_.size(); }
+  const std::string& path() const override { return name_; }
+  void read_at(uint64_t offset, void* dst, size_t n) const override {
+    if (offset > bytes_.size() || n > bytes_.size() - offset)
+      fail(ErrorKind::kCorruption, name_, ": unexpected end of file at offset ", offset);
+    std::memcpy(dst, bytes_.data() + offset, n);
+  }
+  void advise_sequential(uint64_t, uint64_t) const override {}
+
+ private:
+  std::string bytes_;
+  std::string name_;
+};
+
 }  // namespace
+
+std::shared_ptr<MappedFile> memory_file(std::string bytes, std::string name) {
+  return std::make_shared<MemoryFile>(std::move(bytes), std::move(name));
+}
 
 Env* Env::Default() {
   static PosixEnv env;

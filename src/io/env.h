@@ -51,6 +51,9 @@ class Env {
   virtual bool file_exists(const std::string& path) = 0;
 };
 
+// A MappedFile over bytes in memory (tests, fuzzers, in-memory checkpoints).
+std::shared_ptr<MappedFile> memory_file(std::string bytes, std::string name);
+
 // The directory part of `path` ("." when it has none).
 std::string dirname_of(const std::string& path);
 std::string basename_of(const std::string& path);

@@ -1,0 +1,113 @@
+// Helpers shared by the C++ tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "ckpt/error.h"
+#include "ckpt/value.h"
+
+namespace ckpt::test {
+
+inline std::string unhex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+// Deep structural equality, tensors compared by dtype, shape, strides, offset and bytes.
+inline bool deep_equal(const Value& a, const Value& b, std::string* why, const std::string& path = "") {
+  auto no = [&](const std::string& what) {
+    *why = (path.empty() ? "<root>" : path) + ": " + what;
+    return false;
+  };
+  if (a.kind() != b.kind()) return no(std::string("kind ") + a.kind_name() + " vs " + b.kind_name());
+  switch (a.kind()) {
+    case Value::Kind::kNone: return true;
+    case Value::Kind::kBool: return a.to_bool() == b.to_bool() || no("bool");
+    case Value::Kind::kInt: return a.to_int() == b.to_int() || no("int");
+    case Value::Kind::kBigInt: return a.big_int_bytes() == b.big_int_bytes() || no("bigint");
+    case Value::Kind::kFloat: {
+      double x = a.to_double(), y = b.to_double();
+      return std::memcmp(&x, &y, 8) == 0 || no("float");
+    }
+    case Value::Kind::kString: return a.to_string() == b.to_string() || no("str");
+    case Value::Kind::kBytes: return a.to_bytes() == b.to_bytes() || no("bytes");
+    case Value::Kind::kList:
+    case Value::Kind::kTuple: {
+      if (a.items().size() != b.items().size()) return no("length");
+      for (size_t i = 0; i < a.items().size(); ++i)
+        if (!deep_equal(a.items()[i], b.items()[i], why, path + "/" + std::to_string(i))) return false;
+      return true;
+    }
+    case Value::Kind::kDict: {
+      const Dict &x = a.dict(), &y = b.dict();
+      if (x.flavor() != y.flavor()) return no("dict flavor");
+      if (x.size() != y.size()) return no("dict size");
+      for (size_t i = 0; i < x.size(); ++i) {
+        if (!deep_equal(x.items()[i].first, y.items()[i].first, why, path + "/<key>")) return false;
+        if (!deep_equal(x.items()[i].second, y.items()[i].second, why, path + "/" + short_repr(x.items()[i].first))) return false;
+      }
+      return deep_equal(x.attributes(), y.attributes(), why, path + "/<attributes>");
+    }
+    case Value::Kind::kTensor: {
+      const TensorRef &x = a.tensor(), &y = b.tensor();
+      if (x.dtype != y.dtype || x.sizes != y.sizes || x.strides != y.strides || x.storage_offset != y.storage_offset ||
+          x.requires_grad != y.requires_grad || x.is_parameter != y.is_parameter)
+        return no("tensor metadata");
+      if (x.storage->nbytes() != y.storage->nbytes()) return no("storage size");
+      if (x.storage->nbytes() && std::memcmp(x.storage->data(), y.storage->data(), x.storage->nbytes()) != 0)
+        return no("storage bytes");
+      return true;
+    }
+    case Value::Kind::kObject:
+      if (a.object_type() != b.object_type()) return no("object type");
+      return deep_equal(a.object_args(), b.object_args(), why, path + "/<args>");
+  }
+  return false;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A fresh directory under the system temp dir, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ckpt-test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Expects `f` to throw ckpt::Error of `kind` whose message contains `needle`.
+template <class F>
+void expect_error(F&& f, ErrorKind kind, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line error: " << e.what();
+  }
+}
+
+}  // namespace ckpt::test
