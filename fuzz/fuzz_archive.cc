@@ -1,0 +1,20 @@
+// libFuzzer target: a whole checkpoint (zip or legacy), loaded eagerly and mapped, then saved.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "format/archive.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string bytes(reinterpret_cast<const char*>(data), size);
+  for (bool mmap : {false, true}) {
+    ckpt::LoadOptions options;
+    options.mmap = mmap;
+    options.max_objects = 1 << 20;
+    try {
+      ckpt::format::read_archive(ckpt::io::memory_file(bytes, "fuzz.pt"), options);
+    } catch (const ckpt::Error&) {
+    }
+  }
+  return 0;
+}

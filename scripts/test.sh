@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds, runs ctest (unit, LibTorch bridge, interop
+# with the real Python torch), then the fuzzers under ASan + UBSan for a bounded time.
+#   scripts/test.sh            # everything
+#   CKPT_FUZZ_SECONDS=60 scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build
+(cd build && ctest --output-on-failure -j2 --timeout 900)
+
+scripts/fuzz.sh "${CKPT_FUZZ_SECONDS:-30}"
