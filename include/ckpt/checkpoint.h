@@ -1,0 +1,61 @@
+// ckpt/checkpoint.h — everything a run needs to continue, in one file and one call.
+//
+//   ckpt::TrainingState state;
+//   state.model = model.get();  state.optimizer = &adam;  state.scheduler = &sched;
+//   state.data = &sampler;      state.epoch = epoch;      state.step = step;
+//   state.metrics.dict().set("val_loss", 0.31);
+//   state.save("run/ckpt.pt");            // torch.load(...) in Python reads it
+//   ...
+//   state.load("run/ckpt.pt");            // in a fresh process: restores every attached object
+//
+// The file is a dict with the seeds' key names — model_state, optimizer_state,
+// scheduler_state, epoch, step, rng_state — plus data_state, metrics and user entries, so
+// Python resumes from it with model.load_state_dict(ck['model_state']) and friends.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ckpt/scheduler.h"
+#include "ckpt/training.h"
+
+namespace ckpt {
+
+struct CheckpointKeys {
+  std::string model = "model_state";
+  std::string optimizer = "optimizer_state";
+  std::string scheduler = "scheduler_state";
+  std::string epoch = "epoch";
+  std::string step = "step";
+  std::string rng = "rng_state";
+  std::string data = "data_state";
+  std::string metrics = "metrics";
+};
+
+struct TrainingState {
+  // Attached objects (not owned). Null ones are neither saved nor restored.
+  torch::nn::Module* model = nullptr;
+  torch::optim::Optimizer* optimizer = nullptr;
+  Scheduler* scheduler = nullptr;
+  Stateful* data = nullptr;
+  std::vector<std::pair<std::string, Stateful*>> objects;  // user objects, each under its key
+
+  int64_t epoch = 0;
+  int64_t step = 0;
+  Value metrics = Value::new_dict();
+  Value extra = Value::new_dict();  // free-form top-level entries: config, notes, ...
+  bool rng = true;                  // save and restore the CPU generator
+  CheckpointKeys keys;
+
+  // The checkpoint as a value (tensors are the live ones: no copy).
+  Value to_value() const;
+  // Restores every attached object, then epoch, step, metrics, extra and the RNG. strict: an
+  // entry for an attached object missing from the checkpoint is an error naming the nearest key.
+  void restore(const Value& checkpoint, bool strict = true);
+
+  void save(const std::string& path, const SaveOptions& options = {}) const;
+  void load(const std::string& path, const LoadOptions& options = {}, bool strict = true);
+};
+
+}  // namespace ckpt

@@ -1,0 +1,457 @@
+// The schedulers of torch/optim/lr_scheduler.py (1.13), formula for formula, so the rates are
+// bit-identical to Python's.
+#include "ckpt/scheduler.h"
+
+#include <torch/optim.h>
+
+#include <cmath>
+#include <limits>
+
+#include "util/errors.h"
+
+namespace ckpt {
+namespace {
+
+using namespace torch::optim;
+
+std::vector<Value> to_values(const std::vector<double>& xs) {
+  std::vector<Value> out;
+  for (double x : xs) out.push_back(x);
+  return out;
+}
+
+std::vector<double> to_doubles(const Value& v) {
+  std::vector<double> out;
+  for (const auto& x : v.items()) out.push_back(x.to_double());
+  return out;
+}
+
+// Python keeps momentum in the group as 'momentum' (SGD, RMSprop) or betas[0] (Adam, AdamW).
+bool uses_betas(const Optimizer& o) { return dynamic_cast<const Adam*>(&o) || dynamic_cast<const AdamW*>(&o); }
+
+}  // namespace
+
+// --- LRScheduler ---------------------------------------------------------------------------------
+
+LRScheduler::LRScheduler(Optimizer& optimizer, int64_t last_epoch) : optimizer_(optimizer), last_epoch_(last_epoch) {
+  base_lrs_ = group_lrs();
+}
+
+std::vector<double> LRScheduler::group_lrs() const {
+  std::vector<double> lrs;
+  for (const auto& g : optimizer_.param_groups()) lrs.push_back(g.options().get_lr());
+  return lrs;
+}
+
+void LRScheduler::initial_step() {
+  step_count_ = 0;
+  step();
+}
+
+void LRScheduler::step() {
+  ++step_count_;
+  ++last_epoch_;
+  std::vector<double> lrs = compute_lr();
+  auto& groups = optimizer_.param_groups();
+  for (size_t i = 0; i < groups.size() && i < lrs.size(); ++i) groups[i].options().set_lr(lrs[i]);
+  last_lr_ = group_lrs();
+}
+
+Value LRScheduler::state_dict() const {
+  Value v = Value::new_dict();
+  Dict& d = v.dict();
+  save_hyperparameters(d);
+  d.set("base_lrs", Value::list(to_values(base_lrs_)));
+  d.set("last_epoch", last_epoch_);
+  d.set("verbose", false);
+  d.set("_step_count", step_count_);
+  d.set("_get_lr_called_within_step", false);
+  d.set("_last_lr", Value::list(to_values(last_lr_)));
+  return v;
+}
+
+void LRScheduler::load_state_dict(const Value& state) {
+  load_hyperparameters(state.dict());
+  base_lrs_ = to_doubles(state["base_lrs"]);
+  last_epoch_ = state["last_epoch"].to_int();
+  step_count_ = state["_step_count"].to_int();
+  if (const Value* v = state.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+  if (base_lrs_.size() != optimizer_.param_groups().size())
+    fail(ErrorKind::kMismatch, "scheduler state has ", base_lrs_.size(), " base_lrs but the optimizer has ",
+         optimizer_.param_groups().size(), " parameter groups");
+}
+
+GroupExtras LRScheduler::group_extras() const {
+  GroupExtras out(base_lrs_.size());
+  for (size_t i = 0; i < base_lrs_.size(); ++i) out[i].emplace_back("initial_lr", base_lrs_[i]);
+  return out;
+}
+
+// --- StepLR --------------------------------------------------------------------------------------
+
+StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), step_size_(step_size), gamma_(gamma) {
+  if (step_size <= 0) fail(ErrorKind::kInvalidArgument, "StepLR: step_size must be positive");
+  initial_step();
+}
+
+std::vector<double> StepLR::compute_lr() {
+  std::vector<double> lrs = group_lrs();
+  if (last_epoch_ == 0 || last_epoch_ % step_size_ != 0) return lrs;
+  for (double& lr : lrs) lr = lr * gamma_;
+  return lrs;
+}
+
+void StepLR::save_hyperparameters(Dict& d) const {
+  d.set("step_size", step_size_);
+  d.set("gamma", gamma_);
+}
+
+void StepLR::load_hyperparameters(const Dict& d) {
+  step_size_ = d.find("step_size")->to_int();
+  gamma_ = d.find("gamma")->to_double();
+}
+
+// --- MultiStepLR ---------------------------------------------------------------------------------
+
+MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, double gamma, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), gamma_(gamma) {
+  for (int64_t m : milestones) {
+    auto it = std::find_if(milestones_.begin(), milestones_.end(), [&](const auto& p) { return p.first == m; });
+    if (it == milestones_.end()) milestones_.emplace_back(m, 1);
+    else ++it->second;
+  }
+  initial_step();
+}
+
+std::vector<double> MultiStepLR::compute_lr() {
+  std::vector<double> lrs = group_lrs();
+  auto it = std::find_if(milestones_.begin(), milestones_.end(), [&](const auto& p) { return p.first == last_epoch_; });
+  if (it == milestones_.end()) return lrs;
+  for (double& lr : lrs) lr = lr * std::pow(gamma_, static_cast<double>(it->second));
+  return lrs;
+}
+
+void MultiStepLR::save_hyperparameters(Dict& d) const {
+  Value counter{Dict(Dict::Flavor::kCounter)};
+  for (const auto& [m, n] : milestones_) counter.dict().set(m, n);
+  d.set("milestones", counter);
+  d.set("gamma", gamma_);
+}
+
+void MultiStepLR::load_hyperparameters(const Dict& d) {
+  milestones_.clear();
+  const Value* m = d.find("milestones");
+  if (m->is_dict()) {
+    for (const auto& [k, v] : m->dict()) milestones_.emplace_back(k.to_int(), v.to_int());
+  } else {
+    for (const auto& x : m->items()) milestones_.emplace_back(x.to_int(), 1);
+  }
+  gamma_ = d.find("gamma")->to_double();
+}
+
+// --- ExponentialLR -------------------------------------------------------------------------------
+
+ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), gamma_(gamma) {
+  initial_step();
+}
+
+std::vector<double> ExponentialLR::compute_lr() {
+  std::vector<double> lrs = group_lrs();
+  if (last_epoch_ == 0) return lrs;
+  for (double& lr : lrs) lr = lr * gamma_;
+  return lrs;
+}
+
+void ExponentialLR::save_hyperparameters(Dict& d) const { d.set("gamma", gamma_); }
+void ExponentialLR::load_hyperparameters(const Dict& d) { gamma_ = d.find("gamma")->to_double(); }
+
+// --- CosineAnnealingLR ---------------------------------------------------------------------------
+
+CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, int64_t T_max, double eta_min, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), T_max_(T_max), eta_min_(eta_min) {
+  if (T_max <= 0) fail(ErrorKind::kInvalidArgument, "CosineAnnealingLR: T_max must be positive");
+  initial_step();
+}
+
+std::vector<double> CosineAnnealingLR::compute_lr() {
+  std::vector<double> lrs = group_lrs();
+  const double T = static_cast<double>(T_max_);
+  const double e = static_cast<double>(last_epoch_);
+  if (last_epoch_ == 0) return lrs;
+  if (step_count_ == 1 && last_epoch_ > 0) {
+    for (size_t i = 0; i < lrs.size(); ++i)
+      lrs[i] = eta_min_ + (base_lrs_[i] - eta_min_) * (1 + std::cos(e * M_PI / T)) / 2;
+    return lrs;
+  }
+  // Python's % on a negative left side rounds toward -inf; last_epoch - 1 - T_max < 0 early on.
+  int64_t r = (last_epoch_ - 1 - T_max_) % (2 * T_max_);
+  if (r < 0) r += 2 * T_max_;
+  if (r == 0) {
+    for (size_t i = 0; i < lrs.size(); ++i) lrs[i] = lrs[i] + (base_lrs_[i] - eta_min_) * (1 - std::cos(M_PI / T)) / 2;
+    return lrs;
+  }
+  for (double& lr : lrs)
+    lr = (1 + std::cos(M_PI * e / T)) / (1 + std::cos(M_PI * (e - 1) / T)) * (lr - eta_min_) + eta_min_;
+  return lrs;
+}
+
+void CosineAnnealingLR::save_hyperparameters(Dict& d) const {
+  d.set("T_max", T_max_);
+  d.set("eta_min", eta_min_ == 0 ? Value(0) : Value(eta_min_));
+}
+
+void CosineAnnealingLR::load_hyperparameters(const Dict& d) {
+  T_max_ = d.find("T_max")->to_int();
+  eta_min_ = d.find("eta_min")->to_double();
+}
+
+// --- LinearLR ------------------------------------------------------------------------------------
+
+LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, int64_t total_iters, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), start_factor_(start_factor), end_factor_(end_factor), total_iters_(total_iters) {
+  if (start_factor > 1.0 || start_factor <= 0) fail(ErrorKind::kInvalidArgument, "LinearLR: start_factor must be in (0, 1]");
+  if (end_factor > 1.0 || end_factor < 0) fail(ErrorKind::kInvalidArgument, "LinearLR: end_factor must be in [0, 1]");
+  initial_step();
+}
+
+std::vector<double> LinearLR::compute_lr() {
+  std::vector<double> lrs = group_lrs();
+  if (last_epoch_ == 0) {
+    for (double& lr : lrs) lr = lr * start_factor_;
+    return lrs;
+  }
+  if (last_epoch_ > total_iters_) return lrs;
+  for (double& lr : lrs)
+    lr = lr * (1. + (end_factor_ - start_factor_) /
+                        (static_cast<double>(total_iters_) * start_factor_ +
+                         static_cast<double>(last_epoch_ - 1) * (end_factor_ - start_factor_)));
+  return lrs;
+}
+
+void LinearLR::save_hyperparameters(Dict& d) const {
+  d.set("start_factor", start_factor_);
+  d.set("end_factor", end_factor_);
+  d.set("total_iters", total_iters_);
+}
+
+void LinearLR::load_hyperparameters(const Dict& d) {
+  start_factor_ = d.find("start_factor")->to_double();
+  end_factor_ = d.find("end_factor")->to_double();
+  total_iters_ = d.find("total_iters")->to_int();
+}
+
+// --- OneCycleLR ----------------------------------------------------------------------------------
+
+OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& o, int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch), total_steps_(o.total_steps()), cycle_momentum_(o.cycle_momentum()) {
+  if (o.total_steps() <= 0) fail(ErrorKind::kInvalidArgument, "OneCycleLR: total_steps must be positive");
+  if (o.pct_start() < 0 || o.pct_start() > 1) fail(ErrorKind::kInvalidArgument, "OneCycleLR: pct_start must be in [0, 1]");
+  if (o.anneal_strategy() != "cos" && o.anneal_strategy() != "linear")
+    fail(ErrorKind::kInvalidArgument, "OneCycleLR: anneal_strategy must be 'cos' or 'linear'");
+  cos_ = o.anneal_strategy() == "cos";
+  const double total = static_cast<double>(total_steps_);
+  if (o.three_phase()) {
+    phases_ = {{o.pct_start() * total - 1, true, "initial_lr", "max_lr", "max_momentum", "base_momentum"},
+               {2 * o.pct_start() * total - 2, true, "max_lr", "initial_lr", "base_momentum", "max_momentum"},
+               {total - 1, false, "initial_lr", "min_lr", "max_momentum", "max_momentum"}};
+  } else {
+    phases_ = {{o.pct_start() * total - 1, true, "initial_lr", "max_lr", "max_momentum", "base_momentum"},
+               {total - 1, false, "max_lr", "min_lr", "base_momentum", "max_momentum"}};
+  }
+  size_t n = optimizer.param_groups().size();
+  for (size_t i = 0; i < n; ++i) {
+    initial_lr_.push_back(o.max_lr() / o.div_factor());
+    max_lr_.push_back(o.max_lr());
+    min_lr_.push_back(initial_lr_.back() / o.final_div_factor());
+  }
+  if (cycle_momentum_) {
+    use_beta1_ = uses_betas(optimizer);
+    if (!use_beta1_ && !dynamic_cast<SGD*>(&optimizer) && !dynamic_cast<RMSprop*>(&optimizer))
+      fail(ErrorKind::kInvalidArgument, "OneCycleLR: optimizer must support momentum with cycle_momentum");
+    for (size_t i = 0; i < n; ++i) {
+      max_momentum_.push_back(o.max_momentum());
+      base_momentum_.push_back(o.base_momentum());
+      if (last_epoch == -1) set_momentum(i, o.max_momentum());
+    }
+  }
+  if (last_epoch == -1) base_lrs_ = initial_lr_;  // Python: group['initial_lr'] = max_lr / div_factor
+  initial_step();
+}
+
+double OneCycleLR::anneal(double start, double end, double pct) const {
+  if (cos_) {
+    double cos_out = std::cos(M_PI * pct) + 1;
+    return end + (start - end) / 2.0 * cos_out;
+  }
+  return (end - start) * pct + start;
+}
+
+double OneCycleLR::group_value(size_t g, const std::string& name) const {
+  if (name == "initial_lr") return initial_lr_[g];
+  if (name == "max_lr") return max_lr_[g];
+  if (name == "min_lr") return min_lr_[g];
+  if (name == "max_momentum") return max_momentum_[g];
+  if (name == "base_momentum") return base_momentum_[g];
+  fail(ErrorKind::kCorruption, "OneCycleLR: unknown phase value '", name, "'");
+}
+
+void OneCycleLR::set_momentum(size_t g, double m) {
+  auto& opts = optimizer_.param_groups()[g].options();
+  if (auto* a = dynamic_cast<AdamOptions*>(&opts)) a->betas(std::make_tuple(m, std::get<1>(a->betas())));
+  else if (auto* w = dynamic_cast<AdamWOptions*>(&opts)) w->betas(std::make_tuple(m, std::get<1>(w->betas())));
+  else if (auto* s = dynamic_cast<SGDOptions*>(&opts)) s->momentum(m);
+  else if (auto* r = dynamic_cast<RMSpropOptions*>(&opts)) r->momentum(m);
+}
+
+std::vector<double> OneCycleLR::compute_lr() {
+  const double step_num = static_cast<double>(last_epoch_);
+  if (last_epoch_ > total_steps_)
+    fail(ErrorKind::kInvalidArgument, "OneCycleLR: tried to step ", last_epoch_ + 1, " times; total_steps is ", total_steps_);
+  std::vector<double> lrs;
+  for (size_t g = 0; g < optimizer_.param_groups().size(); ++g) {
+    double start_step = 0, lr = 0, momentum = 0;
+    for (size_t i = 0; i < phases_.size(); ++i) {
+      const Phase& p = phases_[i];
+      if (step_num <= p.end_step || i == phases_.size() - 1) {
+        double pct = (step_num - start_step) / (p.end_step - start_step);
+        lr = anneal(group_value(g, p.start_lr), group_value(g, p.end_lr), pct);
+        if (cycle_momentum_) momentum = anneal(group_value(g, p.start_momentum), group_value(g, p.end_momentum), pct);
+        break;
+      }
+      start_step = p.end_step;
+    }
+    lrs.push_back(lr);
+    if (cycle_momentum_) set_momentum(g, momentum);
+  }
+  return lrs;
+}
+
+void OneCycleLR::save_hyperparameters(Dict& d) const {
+  d.set("total_steps", total_steps_);
+  std::vector<Value> phases;
+  for (const Phase& p : phases_) {
+    Value ph = Value::new_dict();
+    ph.dict().set("end_step", p.end_step_is_float ? Value(p.end_step) : Value(static_cast<int64_t>(p.end_step)));
+    ph.dict().set("start_lr", p.start_lr);
+    ph.dict().set("end_lr", p.end_lr);
+    ph.dict().set("start_momentum", p.start_momentum);
+    ph.dict().set("end_momentum", p.end_momentum);
+    phases.push_back(ph);
+  }
+  d.set("_schedule_phases", Value::list(phases));
+  d.set("_anneal_func_type", cos_ ? "cos" : "linear");
+  d.set("cycle_momentum", cycle_momentum_);
+  if (cycle_momentum_) d.set("use_beta1", use_beta1_);
+}
+
+void OneCycleLR::load_hyperparameters(const Dict& d) {
+  total_steps_ = d.find("total_steps")->to_int();
+  phases_.clear();
+  for (const auto& ph : d.find("_schedule_phases")->items()) {
+    const Value& end = ph["end_step"];
+    phases_.push_back({end.to_double(), end.is_float(), ph["start_lr"].to_string(), ph["end_lr"].to_string(),
+                       ph["start_momentum"].to_string(), ph["end_momentum"].to_string()});
+  }
+  if (const Value* t = d.find("_anneal_func_type")) cos_ = t->to_string() == "cos";
+  cycle_momentum_ = d.find("cycle_momentum")->to_bool();
+  if (const Value* b = d.find("use_beta1")) use_beta1_ = b->to_bool();
+}
+
+GroupExtras OneCycleLR::group_extras() const {
+  GroupExtras out(initial_lr_.size());
+  for (size_t i = 0; i < initial_lr_.size(); ++i) {
+    out[i].emplace_back("initial_lr", initial_lr_[i]);
+    out[i].emplace_back("max_lr", max_lr_[i]);
+    out[i].emplace_back("min_lr", min_lr_[i]);
+    if (cycle_momentum_) {
+      out[i].emplace_back("max_momentum", max_momentum_[i]);
+      out[i].emplace_back("base_momentum", base_momentum_[i]);
+    }
+  }
+  return out;
+}
+
+// --- ReduceLROnPlateau ---------------------------------------------------------------------------
+
+ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const Options& o) : optimizer_(optimizer), o_(o) {
+  if (o.factor() >= 1.0) fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: factor must be < 1");
+  if (o.mode() != "min" && o.mode() != "max") fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: mode must be 'min' or 'max'");
+  if (o.threshold_mode() != "rel" && o.threshold_mode() != "abs")
+    fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs'");
+  min_lrs_.assign(optimizer.param_groups().size(), o.min_lr());
+  mode_worse_ = o.mode() == "min" ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+  best_ = mode_worse_;
+}
+
+bool ReduceLROnPlateau::is_better(double a, double best) const {
+  if (o_.mode() == "min" && o_.threshold_mode() == "rel") return a < best * (1. - o_.threshold());
+  if (o_.mode() == "min") return a < best - o_.threshold();
+  if (o_.threshold_mode() == "rel") return a > best * (o_.threshold() + 1.);
+  return a > best + o_.threshold();
+}
+
+void ReduceLROnPlateau::step(double current) {
+  last_epoch_ += 1;
+  if (is_better(current, best_)) {
+    best_ = current;
+    num_bad_epochs_ = 0;
+  } else {
+    num_bad_epochs_ += 1;
+  }
+  if (cooldown_counter_ > 0) {
+    cooldown_counter_ -= 1;
+    num_bad_epochs_ = 0;
+  }
+  if (num_bad_epochs_ > o_.patience()) {
+    auto& groups = optimizer_.param_groups();
+    for (size_t i = 0; i < groups.size(); ++i) {
+      double old_lr = groups[i].options().get_lr();
+      double new_lr = std::max(old_lr * o_.factor(), min_lrs_[i]);
+      if (old_lr - new_lr > o_.eps()) groups[i].options().set_lr(new_lr);
+    }
+    cooldown_counter_ = o_.cooldown();
+    num_bad_epochs_ = 0;
+  }
+  last_lr_.clear();
+  for (const auto& g : optimizer_.param_groups()) last_lr_.push_back(g.options().get_lr());
+}
+
+Value ReduceLROnPlateau::state_dict() const {
+  Value v = Value::new_dict();
+  Dict& d = v.dict();
+  d.set("factor", o_.factor());
+  std::vector<Value> min_lrs;
+  for (double m : min_lrs_) min_lrs.push_back(m == 0 ? Value(0) : Value(m));
+  d.set("min_lrs", Value::list(min_lrs));
+  d.set("patience", o_.patience());
+  d.set("verbose", false);
+  d.set("cooldown", o_.cooldown());
+  d.set("cooldown_counter", cooldown_counter_);
+  d.set("mode", o_.mode());
+  d.set("threshold", o_.threshold());
+  d.set("threshold_mode", o_.threshold_mode());
+  d.set("best", best_);
+  d.set("num_bad_epochs", num_bad_epochs_);
+  d.set("mode_worse", mode_worse_);
+  d.set("eps", o_.eps());
+  d.set("last_epoch", last_epoch_);
+  if (!last_lr_.empty()) d.set("_last_lr", Value::list(to_values(last_lr_)));
+  return v;
+}
+
+void ReduceLROnPlateau::load_state_dict(const Value& s) {
+  o_.factor(s["factor"].to_double()).patience(s["patience"].to_int()).cooldown(s["cooldown"].to_int());
+  o_.mode(s["mode"].to_string()).threshold(s["threshold"].to_double()).threshold_mode(s["threshold_mode"].to_string());
+  o_.eps(s["eps"].to_double());
+  min_lrs_ = to_doubles(s["min_lrs"]);
+  cooldown_counter_ = s["cooldown_counter"].to_int();
+  best_ = s["best"].to_double();
+  num_bad_epochs_ = s["num_bad_epochs"].to_int();
+  mode_worse_ = s["mode_worse"].to_double();
+  last_epoch_ = s["last_epoch"].to_int();
+  if (const Value* v = s.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+}
+
+}  // namespace ckpt
