@@ -144,6 +144,9 @@ class Value {
   const Value& operator[](std::string_view key) const { return at(key); }
   Value& operator[](std::string_view key) { return at(key); }
   const Value& operator[](size_t index) const;  // list or tuple
+  Value& operator[](size_t index);
+  const Value& operator[](int index) const { return (*this)[static_cast<size_t>(index)]; }
+  Value& operator[](int index) { return (*this)[static_cast<size_t>(index)]; }
   bool contains(std::string_view key) const;
   size_t size() const;  // elements of a list, tuple or dict
 

@@ -309,6 +309,10 @@ const Value& Value::operator[](size_t index) const {
   return v[index];
 }
 
+Value& Value::operator[](size_t index) {
+  return const_cast<Value&>(static_cast<const Value&>(*this)[index]);
+}
+
 bool Value::contains(std::string_view key) const { return dict().find(key) != nullptr; }
 
 size_t Value::size() const {

@@ -1,0 +1,175 @@
+#include <torch/torch.h>
+
+#include "ckpt/checkpoint.h"
+#include "test_util.h"
+
+namespace ckpt {
+namespace {
+
+using test::expect_error;
+using test::TempDir;
+
+struct NetImpl : torch::nn::Module {
+  NetImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(4, 3));
+    bn = register_module("bn", torch::nn::BatchNorm1d(3));
+    head = register_module("head", torch::nn::Sequential(torch::nn::ReLU(), torch::nn::Linear(3, 2)));
+  }
+  torch::nn::Linear fc1{nullptr};
+  torch::nn::BatchNorm1d bn{nullptr};
+  torch::nn::Sequential head{nullptr};
+  torch::Tensor forward(torch::Tensor x) { return head->forward(bn->forward(fc1->forward(x))); }
+};
+TORCH_MODULE(Net);
+
+std::vector<std::string> keys_of(const Value& sd) {
+  std::vector<std::string> out;
+  for (const auto& [k, _] : sd.dict()) out.push_back(k.to_string());
+  return out;
+}
+
+TEST(Module, StateDictUsesPythonNamesAndOrder) {
+  Net net;
+  Value sd = state_dict(*net);
+  EXPECT_EQ(keys_of(sd), (std::vector<std::string>{"fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "bn.running_mean",
+                                                   "bn.running_var", "bn.num_batches_tracked", "head.1.weight", "head.1.bias"}));
+  EXPECT_EQ(sd.dict().flavor(), Dict::Flavor::kOrderedDict);
+  const Value& meta = sd.dict().attributes()["_metadata"];
+  EXPECT_EQ(keys_of(meta), (std::vector<std::string>{"", "fc1", "bn", "head", "head.0", "head.1"}));
+  EXPECT_EQ(meta["bn"]["version"].to_int(), 2);
+  EXPECT_EQ(meta["fc1"]["version"].to_int(), 1);
+  // No copy: the entries view the module's own parameters.
+  EXPECT_EQ(sd["fc1.weight"].to_tensor().data_ptr(), net->fc1->weight.data_ptr());
+}
+
+TEST(Module, LoadRestoresInPlace) {
+  TempDir dir;
+  Net a, b;
+  save(state_dict(*a), dir.file("sd.pt"));
+  void* before = b->fc1->weight.data_ptr();
+  load_state_dict(*b, load(dir.file("sd.pt")));
+  EXPECT_TRUE(torch::equal(a->fc1->weight, b->fc1->weight));
+  EXPECT_EQ(b->fc1->weight.data_ptr(), before);  // optimizers keep pointing at the same tensor
+}
+
+TEST(Module, StrictLoadReportsEverythingAtOnce) {
+  Net net;
+  Value sd = state_dict(*Net());
+  sd.dict().erase("bn.bias");
+  sd.dict().set("extra.weight", Value(torch::zeros({2})));
+  sd.dict().set("fc1.weight", Value(torch::zeros({5, 4})));
+  expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch, "1 missing key(s): bn.bias");
+  expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch, "1 unexpected key(s): extra.weight");
+  expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch,
+               "fc1.weight: checkpoint float32 [5, 4] vs model Float [3, 4]");
+  // Not strict: loads what fits, returns the rest.
+  LoadStateDictResult r = load_state_dict(*net, sd, /*strict=*/false);
+  EXPECT_EQ(r.missing_keys, std::vector<std::string>{"bn.bias"});
+  EXPECT_EQ(r.unexpected_keys, std::vector<std::string>{"extra.weight"});
+  EXPECT_EQ(r.mismatched.size(), 1u);
+}
+
+TEST(Module, HintsThePrefixToStripOrAdd) {
+  Net net;
+  expect_error([&] { load_state_dict(*net, add_prefix(state_dict(*Net()), "module.")); }, ErrorKind::kMismatch,
+               "carry the prefix 'module.' (saved from DataParallel/DDP); load ckpt::strip_prefix(state_dict, \"module.\")");
+  expect_error([&] { load_state_dict(*net, add_prefix(state_dict(*Net()), "_orig_mod.")); }, ErrorKind::kMismatch,
+               "(saved from torch.compile)");
+  EXPECT_NO_THROW(load_state_dict(*net, strip_prefix(add_prefix(state_dict(*Net()), "module."), "module.")));
+  // The model is wrapped, the checkpoint is not.
+  torch::nn::Sequential wrapped;
+  wrapped->push_back("backbone", Net());
+  expect_error([&] { load_state_dict(*wrapped, state_dict(*Net())); }, ErrorKind::kMismatch,
+               "load ckpt::add_prefix(state_dict, \"backbone.\")");
+}
+
+TEST(Module, HintsMistypedKeysAndWholeCheckpoints) {
+  Net net;
+  Value sd = state_dict(*Net());
+  Value renamed = Value::ordered_dict();
+  for (const auto& [k, v] : sd.dict()) renamed.dict().set(Value(k.to_string() == "fc1.bias" ? std::string("fc1.bais") : k.to_string()), v);
+  expect_error([&] { load_state_dict(*net, renamed); }, ErrorKind::kMismatch, "did you mean 'fc1.bais' for 'fc1.bias'?");
+  Value whole = Value::new_dict();
+  whole.dict().set("model_state", sd);
+  whole.dict().set("epoch", 3);
+  expect_error([&] { load_state_dict(*net, whole); }, ErrorKind::kMismatch, "looks like a whole checkpoint");
+}
+
+TEST(Optimizer, StateDictHasPythonsLayout) {
+  Net net;
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
+  net->train();
+  torch::nn::functional::mse_loss(net->forward(torch::randn({5, 4})), torch::zeros({5, 2})).backward();
+  adam.step();
+  Value sd = optimizer_state_dict(adam);
+  const Value& g = sd["param_groups"][0];
+  EXPECT_EQ(g["lr"].to_double(), 1e-3);
+  EXPECT_EQ(g["betas"][0].to_double(), 0.9);
+  EXPECT_TRUE(g["weight_decay"].is_int());  // Python's default is the int 0
+  EXPECT_EQ(g["params"].size(), 6u);
+  const Value& s0 = *sd["state"].dict().find(Value(0));
+  EXPECT_EQ(s0["step"].to_tensor().item<float>(), 1.f);
+  EXPECT_EQ(s0["step"].tensor().dtype, DType::kFloat32);
+  EXPECT_EQ(s0["exp_avg"].to_tensor().sizes(), net->fc1->weight.sizes());
+}
+
+TEST(Optimizer, MismatchedGroupsAreRefused) {
+  Net net;
+  torch::optim::SGD one(net->parameters(), torch::optim::SGDOptions(0.1));
+  torch::optim::SGD other(net->fc1->parameters(), torch::optim::SGDOptions(0.1));
+  expect_error([&] { load_optimizer_state_dict(other, optimizer_state_dict(one)); }, ErrorKind::kMismatch,
+               "parameter group 0 has 6 parameters in the checkpoint but 2 in the optimizer");
+  Value sd = optimizer_state_dict(one);
+  sd["param_groups"][0].dict().set("maximize", true);
+  expect_error([&] { load_optimizer_state_dict(one, sd); }, ErrorKind::kMismatch, "maximize=True is not supported");
+}
+
+TEST(Rng, StateMatchesPythonsBytesAndRestores) {
+  torch::manual_seed(42);
+  at::Tensor s = get_rng_state();
+  EXPECT_EQ(s.numel(), 5056);
+  std::string py = test::read_file(std::string(CKPT_TESTDATA) + "/torch-1.13/rng_state_seed42.bin");
+  ASSERT_EQ(py.size(), 5056u);
+  EXPECT_EQ(std::memcmp(py.data(), s.data_ptr(), 5056), 0);
+  at::Tensor a = torch::rand({4});
+  set_rng_state(s);
+  EXPECT_TRUE(torch::equal(a, torch::rand({4})));
+  expect_error([] { set_rng_state(torch::zeros({3})); }, ErrorKind::kMismatch, "5056 bytes");
+}
+
+TEST(Sampler, ResumesMidEpochWithTheRemainingBatches) {
+  ResumableSampler a(100, true, 3);
+  a.set_epoch(2);
+  a.next(30);
+  Value st = a.state_dict();
+  std::vector<int64_t> rest_a;
+  for (auto b = a.next(30); !b.empty(); b = a.next(30)) rest_a.insert(rest_a.end(), b.begin(), b.end());
+  ResumableSampler b(100, true, 3);
+  b.load_state_dict(st);
+  std::vector<int64_t> rest_b;
+  for (auto x = b.next(30); !x.empty(); x = b.next(30)) rest_b.insert(rest_b.end(), x.begin(), x.end());
+  EXPECT_EQ(rest_a, rest_b);
+  EXPECT_EQ(rest_a.size(), 70u);
+  ResumableSampler c(99, true, 3);
+  expect_error([&] { c.load_state_dict(st); }, ErrorKind::kMismatch, "has 100 samples but this one has 99");
+}
+
+TEST(Checkpoint, MissingEntryNamesTheNearestKey) {
+  TempDir dir;
+  Net net;
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1));
+  Value ck = Value::new_dict();
+  ck.dict().set("model_state", state_dict(*net));
+  ck.dict().set("optimizer", optimizer_state_dict(sgd));
+  save(ck, dir.file("ck.pt"));
+  TrainingState st;
+  st.model = net.ptr().get();
+  st.optimizer = &sgd;
+  st.rng = false;
+  expect_error([&] { st.load(dir.file("ck.pt")); }, ErrorKind::kNotFound, "ck.pt: key 'optimizer_state' not found; did you mean 'optimizer'?");
+  st.keys.optimizer = "optimizer";
+  EXPECT_NO_THROW(st.load(dir.file("ck.pt")));
+}
+
+}  // namespace
+}  // namespace ckpt
