@@ -264,6 +264,27 @@ TEST(Archive, KilledWriterNeverLeavesAPartialFileUnderTheFinalName) {
   }
 }
 
+TEST(Archive, DirectIoWritesTheSameBytesAsBufferedIo) {
+  TempDir dir;
+  // 40 MiB of tensors: large enough for O_DIRECT, with a tail that is not block-aligned.
+  Value v = sample_checkpoint(10'000'001);
+  save(v, dir.file("c.pt"));  // durable: O_DIRECT
+  std::string direct = test::read_file(dir.file("c.pt"));
+  SaveOptions scratch;
+  scratch.durable = false;  // page cache
+  std::filesystem::create_directory(dir.file("b"));
+  save(v, dir.file("b/c.pt"), scratch);
+  EXPECT_EQ(direct, test::read_file(dir.file("b/c.pt")));
+  std::string why;
+  EXPECT_TRUE(test::deep_equal(v, load(dir.file("c.pt")), &why)) << why;
+  // A failure in the middle of the direct write still leaves the old file intact.
+  test::FaultEnv env;
+  env.fail_write_after = 20 << 20;
+  expect_error([&] { format::write_archive(&env, sample_checkpoint(10'000'002), dir.file("c.pt"), SaveOptions{}); },
+               ErrorKind::kIO, "No space left on device");
+  EXPECT_EQ(test::read_file(dir.file("c.pt")), direct);
+}
+
 TEST(Archive, PrefixFollowsPyTorch) {
   EXPECT_EQ(format::archive_prefix("/a/b/ckpt.pt"), "ckpt");
   EXPECT_EQ(format::archive_prefix("m.tar.gz"), "m.tar");

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <mutex>
 
 #include "io/env.h"
 #include "util/errors.h"
@@ -23,9 +24,10 @@ class FaultEnv : public io::Env {
   int64_t pause_after = -1;                // call on_pause once after this many bytes
   std::function<void()> on_pause;
   int renames = 0;
+  std::mutex mu_;
 
-  std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path) override {
-    return std::make_unique<File>(this, base()->new_writable_file(path));
+  std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
+    return std::make_unique<File>(this, base()->new_writable_file(path, direct));
   }
   std::shared_ptr<io::MappedFile> map_file(const std::string& path) override { return base()->map_file(path); }
   void rename_file(const std::string& from, const std::string& to) override {
@@ -63,9 +65,12 @@ class FaultEnv : public io::Env {
     void close() override { f_->close(); }
     uint64_t size() const override { return f_->size(); }
     const std::string& path() const override { return f_->path(); }
+    void truncate(uint64_t size) override { f_->truncate(size); }
+    size_t direct_alignment() const override { return f_->direct_alignment(); }
 
    private:
     void check(size_t n) {
+      std::lock_guard<std::mutex> lock(env_->mu_);
       if (env_->pause_after >= 0 && written_ + n > uint64_t(env_->pause_after) && env_->on_pause) {
         auto f = std::move(env_->on_pause);
         env_->on_pause = nullptr;
@@ -76,7 +81,7 @@ class FaultEnv : public io::Env {
     }
     FaultEnv* env_;
     std::unique_ptr<io::WritableFile> f_;
-    uint64_t written_ = 0;
+    std::atomic<uint64_t> written_{0};
   };
 };
 

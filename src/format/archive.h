@@ -13,6 +13,14 @@ Value read_archive(io::Env* env, const std::string& path, const LoadOptions& opt
 Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report = nullptr);
 void write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options);
 
+// A value ready to write: its pickle and its distinct storages, in record order.
+struct PreparedArchive {
+  std::string pickle;
+  std::vector<std::shared_ptr<StorageData>> storages;
+};
+PreparedArchive prepare_archive(const Value& value);
+void write_prepared(io::Env* env, const PreparedArchive& archive, const std::string& path, const SaveOptions& options);
+
 // The archive-name prefix PyTorch derives from a file name: "ckpt.pt" -> "ckpt".
 std::string archive_prefix(const std::string& path);
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "io/env.h"
+#include "io/stream_writer.h"
 
 namespace ckpt::zip {
 
@@ -40,8 +41,10 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size);
 // the CRC (the caller decides).
 void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::string* out);
 
-// Writes records one after another, streaming payloads straight to the file (small pieces go
-// through a buffer). The layout is byte-compatible with PyTorch's writer (miniz).
+// Writes records one after another through a StreamWriter (large positional writes from worker
+// threads; O_DIRECT when the file has it), checksumming payloads as they are copied. Memory
+// stays bounded whatever the archive size. The layout is byte-compatible with PyTorch's
+// writer (miniz).
 class Writer {
  public:
   explicit Writer(io::WritableFile* file);
@@ -57,13 +60,11 @@ class Writer {
     uint64_t header_offset, size;
     uint32_t crc;
   };
-  io::WritableFile* file_;
-  std::string buffer_;
-  uint64_t offset_ = 0;  // logical end of the archive (file bytes + buffered)
+  io::StreamWriter stream_;
+  uint64_t offset_ = 0;  // logical end of the archive
   std::vector<Record> records_;
 
-  void emit(const void* data, size_t n);
-  void flush();
+  void emit(const void* data, size_t n, uint32_t* crc = nullptr);
 };
 
 }  // namespace ckpt::zip

@@ -7,26 +7,13 @@ namespace ckpt::zip {
 namespace {
 constexpr uint64_t kAlignment = 64;
 constexpr uint64_t k32 = 0xFFFFFFFF;
-constexpr size_t kBufferSize = size_t{4} << 20;
-constexpr uint64_t kDirectThreshold = uint64_t{1} << 20;  // payloads this big bypass the buffer
 }  // namespace
 
-Writer::Writer(io::WritableFile* file) : file_(file) { buffer_.reserve(kBufferSize); }
+Writer::Writer(io::WritableFile* file) : stream_(file) {}
 
-void Writer::emit(const void* data, size_t n) {
-  if (buffer_.size() + n > kBufferSize) flush();
-  if (n >= kDirectThreshold) {
-    file_->append(data, n);
-  } else {
-    buffer_.append(static_cast<const char*>(data), n);
-  }
+void Writer::emit(const void* data, size_t n, uint32_t* crc) {
+  stream_.append(data, n, crc);
   offset_ += n;
-}
-
-void Writer::flush() {
-  if (buffer_.empty()) return;
-  file_->append(buffer_.data(), buffer_.size());
-  buffer_.clear();
 }
 
 void Writer::add(const std::string& name, const void* data, uint64_t size) {
@@ -66,8 +53,8 @@ void Writer::add(const std::string& name, const void* data, uint64_t size) {
   h += extra;
   emit(h.data(), h.size());
 
-  uint32_t crc = crc32_parallel(data, static_cast<size_t>(size));
-  emit(data, static_cast<size_t>(size));
+  uint32_t crc = 0;
+  emit(data, static_cast<size_t>(size), &crc);
 
   if (size > 0) {  // data descriptor, APPNOTE 4.3.9
     std::string d;
@@ -148,7 +135,7 @@ void Writer::finish() {
   put_le32(cd, cd_offset >= k32 ? uint32_t(k32) : static_cast<uint32_t>(cd_offset));
   put_le16(cd, 0);
   emit(cd.data(), cd.size());
-  flush();
+  stream_.finish();
 }
 
 }  // namespace ckpt::zip

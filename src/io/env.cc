@@ -19,9 +19,12 @@ namespace {
        std::strerror(err));
 }
 
+// Covers the logical and physical block sizes of the disks we run on (512 B / 4 KiB).
+constexpr size_t kDirectAlignment = 4096;
+
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  PosixWritableFile(std::string path, int fd, size_t alignment) : path_(std::move(path)), fd_(fd), alignment_(alignment) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -58,10 +61,19 @@ class PosixWritableFile final : public WritableFile {
 
   uint64_t size() const override { return size_; }
   const std::string& path() const override { return path_; }
+  size_t direct_alignment() const override { return alignment_; }
+
+  void truncate(uint64_t size) override {
+    while (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      if (errno != EINTR) fail_errno("truncate failed", path_, errno);
+    }
+    size_ = size;
+  }
 
  private:
   std::string path_;
   int fd_;
+  size_t alignment_;
   uint64_t size_ = 0;
 };
 
@@ -106,10 +118,20 @@ class PosixMappedFile final : public MappedFile {
 
 class PosixEnv final : public Env {
  public:
-  std::unique_ptr<WritableFile> new_writable_file(const std::string& path) override {
+  std::unique_ptr<WritableFile> new_writable_file(const std::string& path, bool direct) override {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) fail_errno("cannot create file", path, errno);
-    return std::make_unique<PosixWritableFile>(path, fd);
+    size_t alignment = 0;
+    if (direct) {
+      // Reopen the new file with O_DIRECT; filesystems without it (tmpfs) keep the page cache.
+      int dfd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+      if (dfd >= 0) {
+        ::close(fd);
+        fd = dfd;
+        alignment = kDirectAlignment;
+      }
+    }
+    return std::make_unique<PosixWritableFile>(path, fd, alignment);
   }
 
   std::shared_ptr<MappedFile> map_file(const std::string& path) override {
@@ -203,7 +225,7 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-AtomicFile::AtomicFile(Env* env, std::string final_path)
+AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct)
     : env_(env), final_path_(std::move(final_path)) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dirname_of(final_path_);
@@ -212,7 +234,7 @@ AtomicFile::AtomicFile(Env* env, std::string final_path)
   for (int attempt = 0;; ++attempt) {
     temp_path_ = str_cat(dir, "/.", base, ".tmp-", ::getpid(), "-", counter++);
     try {
-      file_ = env_->new_writable_file(temp_path_);
+      file_ = env_->new_writable_file(temp_path_, direct);
       return;
     } catch (const Error&) {
       // A stale temp file of a dead process with our pid: try the next name.

@@ -20,6 +20,10 @@ class WritableFile {
   virtual void close() = 0;
   virtual uint64_t size() const = 0;  // bytes appended so far
   virtual const std::string& path() const = 0;
+  virtual void truncate(uint64_t size) = 0;
+  // Non-zero when the file was opened with O_DIRECT: every write's buffer address, offset and
+  // length must then be multiples of this.
+  virtual size_t direct_alignment() const { return 0; }
 };
 
 // A read-only view of a whole file, memory-mapped copy-on-write: the caller may write to the
@@ -42,8 +46,9 @@ class Env {
   virtual ~Env() = default;
   static Env* Default();
 
-  // Creates `path`, which must not exist (O_EXCL).
-  virtual std::unique_ptr<WritableFile> new_writable_file(const std::string& path) = 0;
+  // Creates `path`, which must not exist (O_EXCL). `direct` asks for O_DIRECT (bypassing the
+  // page cache), granted where the filesystem supports it: check direct_alignment().
+  virtual std::unique_ptr<WritableFile> new_writable_file(const std::string& path, bool direct = false) = 0;
   virtual std::shared_ptr<MappedFile> map_file(const std::string& path) = 0;
   virtual void rename_file(const std::string& from, const std::string& to) = 0;
   virtual void remove_file(const std::string& path) noexcept = 0;
@@ -70,7 +75,7 @@ std::string basename_of(const std::string& path);
 // untouched; the destructor removes the temp file. The destructor never throws.
 class AtomicFile {
  public:
-  AtomicFile(Env* env, std::string final_path);
+  AtomicFile(Env* env, std::string final_path, bool direct = false);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;

@@ -1,0 +1,62 @@
+// ckpt/async.h — saves that stall training only for a memory copy.
+//
+//   ckpt::AsyncSaver saver;                       // keep it for the whole run
+//   for (...) {
+//     train_step();
+//     if (step % 1000 == 0) saver.save(state.to_value(), "run/last.pt");   // returns after the copy
+//   }
+//   saver.wait();                                 // the last save is on disk (or its error is thrown)
+//
+// save() pickles the value and copies every tensor's bytes into host buffers that are reused
+// from one save to the next, then returns: the caller may change the model at once. A worker
+// thread writes and publishes the file crash-safely, exactly as ckpt::save does.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "ckpt/serialize.h"
+
+namespace ckpt {
+
+class AsyncSaver {
+ public:
+  // At most `max_in_flight` saves are queued or being written; save() waits for room.
+  explicit AsyncSaver(size_t max_in_flight = 1);
+  // Waits for the saves in flight. Never throws: an error no wait() collected is printed.
+  ~AsyncSaver();
+  AsyncSaver(const AsyncSaver&) = delete;
+  AsyncSaver& operator=(const AsyncSaver&) = delete;
+
+  // Snapshots `value` and queues it for writing to `path`. Throws the error of an earlier save
+  // that nobody collected yet, and any error of the snapshot itself.
+  void save(const Value& value, const std::string& path, const SaveOptions& options = {});
+  // Blocks until every queued save is published; throws the first error among them.
+  void wait();
+  // Saves queued or being written.
+  size_t pending() const;
+
+  struct Arena;  // reused snapshot memory
+
+ private:
+  struct Job;
+  const size_t max_in_flight_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Job>> queue_;
+  size_t in_flight_ = 0;
+  std::exception_ptr error_;
+  std::deque<std::shared_ptr<Arena>> free_arenas_;
+  bool stop_ = false;
+  std::thread worker_;
+
+  void run();
+  std::shared_ptr<Arena> take_arena(uint64_t bytes);
+};
+
+}  // namespace ckpt

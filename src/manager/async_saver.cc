@@ -1,0 +1,215 @@
+#include "ckpt/async.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iostream>
+#include <vector>
+
+#include "format/archive.h"
+#include "util/errors.h"
+
+namespace ckpt {
+
+// One contiguous anonymous mapping, kept across saves so its pages are already faulted in.
+struct AsyncSaver::Arena {
+  std::byte* base = nullptr;
+  uint64_t capacity = 0;
+  ~Arena() {
+    if (base) ::munmap(base, capacity);
+  }
+  void reserve(uint64_t bytes) {
+    if (bytes <= capacity) return;
+    if (base) ::munmap(base, capacity);
+    base = nullptr;
+    capacity = 0;
+    uint64_t size = std::max<uint64_t>(bytes, 4096);
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail(ErrorKind::kIO, "async save: cannot map ", size, " bytes for the snapshot");
+    ::madvise(p, size, MADV_HUGEPAGE);
+    base = static_cast<std::byte*>(p);
+    capacity = size;
+  }
+};
+
+namespace {
+
+// A storage's bytes inside a snapshot arena.
+class SnapshotStorage final : public StorageData {
+ public:
+  SnapshotStorage(std::shared_ptr<AsyncSaver::Arena> arena, std::byte* data, size_t nbytes, DType dtype)
+      : arena_(std::move(arena)), data_(data), nbytes_(nbytes), dtype_(dtype) {}
+  std::byte* data() const override { return data_; }
+  size_t nbytes() const override { return nbytes_; }
+  DType dtype() const override { return dtype_; }
+
+ private:
+  std::shared_ptr<AsyncSaver::Arena> arena_;
+  std::byte* data_;
+  size_t nbytes_;
+  DType dtype_;
+};
+
+struct Copy {
+  const std::byte* src;
+  std::byte* dst;
+  size_t n;
+};
+
+// Copies with every core: the copies are cut into slices dealt round-robin to the threads.
+void parallel_copy(const std::vector<Copy>& copies) {
+  constexpr size_t kSlice = size_t{4} << 20;
+  std::vector<Copy> slices;
+  for (const Copy& c : copies)
+    for (size_t off = 0; off < c.n; off += kSlice) slices.push_back({c.src + off, c.dst + off, std::min(kSlice, c.n - off)});
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  if (slices.size() < 4 || threads == 1) {
+    for (const Copy& s : slices) std::memcpy(s.dst, s.src, s.n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < slices.size(); i += threads) std::memcpy(slices[i].dst, slices[i].src, slices[i].n);
+    });
+  for (size_t i = 0; i < slices.size(); i += threads) std::memcpy(slices[i].dst, slices[i].src, slices[i].n);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+struct AsyncSaver::Job {
+  format::PreparedArchive archive;
+  std::string path;
+  SaveOptions options;
+  std::shared_ptr<Arena> arena;
+};
+
+AsyncSaver::AsyncSaver(size_t max_in_flight) : max_in_flight_(std::max<size_t>(1, max_in_flight)) {
+  worker_ = std::thread([this] { run(); });
+}
+
+AsyncSaver::~AsyncSaver() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return in_flight_ == 0; });
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  if (error_) {
+    try {
+      std::rethrow_exception(error_);
+    } catch (const std::exception& e) {
+      std::cerr << "ckpt: an asynchronous save failed and nobody called wait(): " << e.what() << "\n";
+    }
+  }
+}
+
+std::shared_ptr<AsyncSaver::Arena> AsyncSaver::take_arena(uint64_t bytes) {
+  std::shared_ptr<Arena> arena;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Prefer an arena that is already big enough (its pages are touched).
+    auto it = std::find_if(free_arenas_.begin(), free_arenas_.end(), [&](const auto& a) { return a->capacity >= bytes; });
+    if (it == free_arenas_.end() && !free_arenas_.empty()) it = free_arenas_.begin();
+    if (it != free_arenas_.end()) {
+      arena = *it;
+      free_arenas_.erase(it);
+    }
+  }
+  if (!arena) arena = std::make_shared<Arena>();
+  arena->reserve(bytes);
+  return arena;
+}
+
+void AsyncSaver::save(const Value& value, const std::string& path, const SaveOptions& options) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return in_flight_ < max_in_flight_ || error_; });
+    if (error_) {
+      auto e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+  auto job = std::make_unique<Job>();
+  job->path = path;
+  job->options = options;
+  try {
+    job->archive = format::prepare_archive(value);
+  } catch (const Error& e) {
+    rethrow_with_context(e, path);
+  }
+  // Snapshot: one arena, each storage 64-byte aligned inside it.
+  uint64_t total = 0;
+  for (const auto& s : job->archive.storages) total += (s->nbytes() + 63) / 64 * 64;
+  job->arena = take_arena(total);
+  std::vector<Copy> copies;
+  uint64_t off = 0;
+  for (auto& s : job->archive.storages) {
+    std::byte* dst = job->arena->base + off;
+    copies.push_back({s->data(), dst, s->nbytes()});
+    s = std::make_shared<SnapshotStorage>(job->arena, dst, s->nbytes(), s->dtype());
+    off += (copies.back().n + 63) / 64 * 64;
+  }
+  parallel_copy(copies);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(job));
+    ++in_flight_;
+  }
+  cv_.notify_all();
+}
+
+void AsyncSaver::run() {
+  for (;;) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    std::exception_ptr err;
+    try {
+      try {
+        format::write_prepared(io::Env::Default(), job->archive, job->path, job->options);
+      } catch (const Error& e) {
+        std::string msg = e.what();
+        if (msg.find(job->path) != std::string::npos) throw;
+        rethrow_with_context(e, job->path);
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::shared_ptr<Arena> arena = std::move(job->arena);
+    job.reset();  // drops the snapshot's references to the arena
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (err && !error_) error_ = err;
+      free_arenas_.push_back(std::move(arena));
+      --in_flight_;
+    }
+    cv_.notify_all();
+  }
+}
+
+void AsyncSaver::wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return in_flight_ == 0; });
+  if (error_) {
+    auto e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+}
+
+size_t AsyncSaver::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return in_flight_;
+}
+
+}  // namespace ckpt

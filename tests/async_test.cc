@@ -1,0 +1,78 @@
+#include "ckpt/async.h"
+
+#include <filesystem>
+
+#include "test_util.h"
+
+namespace ckpt {
+namespace {
+
+using test::expect_error;
+using test::TempDir;
+
+Value state_with(std::shared_ptr<StorageData> s) {
+  TensorRef t;
+  t.dtype = s->dtype();
+  t.storage = s;
+  t.sizes = {static_cast<int64_t>(s->numel())};
+  t.strides = {1};
+  Value v = Value::new_dict();
+  v.dict().set("w", Value(t));
+  v.dict().set("step", 1);
+  return v;
+}
+
+TEST(AsyncSaver, SnapshotIsTakenBeforeSaveReturns) {
+  TempDir dir;
+  auto storage = make_storage(DType::kFloat32, 4 << 20);  // 4 MiB
+  auto* f = reinterpret_cast<float*>(storage->data());
+  AsyncSaver saver;
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < storage->numel(); ++i) f[i] = float(round * 10 + i % 7);
+    Value v = state_with(storage);
+    saver.save(v, dir.file("c" + std::to_string(round) + ".pt"));
+    // The caller changes the tensor and the container at once; the file must not see it.
+    for (size_t i = 0; i < storage->numel(); ++i) f[i] = -1.f;
+    v.dict().set("step", 999);
+  }
+  saver.wait();
+  EXPECT_EQ(saver.pending(), 0u);
+  for (int round = 0; round < 3; ++round) {
+    Value back = load(dir.file("c" + std::to_string(round) + ".pt"));
+    EXPECT_EQ(back["step"].to_int(), 1);
+    const float* g = reinterpret_cast<const float*>(back["w"].tensor().storage->data());
+    for (size_t i = 0; i < storage->numel(); i += 4097) ASSERT_EQ(g[i], float(round * 10 + i % 7));
+  }
+}
+
+TEST(AsyncSaver, WaitRaisesTheWriteError) {
+  TempDir dir;
+  AsyncSaver saver;
+  saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("no/such/dir/c.pt"));
+  expect_error([&] { saver.wait(); }, ErrorKind::kNotFound, "no/such/dir/c.pt");
+  EXPECT_NO_THROW(saver.wait());  // reported once
+}
+
+TEST(AsyncSaver, AnUncollectedErrorSurfacesOnTheNextSave) {
+  TempDir dir;
+  AsyncSaver saver;
+  saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("missing/c.pt"));
+  while (saver.pending() > 0) std::this_thread::yield();
+  expect_error([&] { saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("ok.pt")); }, ErrorKind::kNotFound,
+               "missing/c.pt");
+  saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("ok.pt"));
+  saver.wait();
+  EXPECT_TRUE(std::filesystem::exists(dir.file("ok.pt")));
+}
+
+TEST(AsyncSaver, SeveralInFlightWhenAskedFor) {
+  TempDir dir;
+  AsyncSaver saver(/*max_in_flight=*/3);
+  auto s = make_storage(DType::kUInt8, 1 << 20);
+  for (int i = 0; i < 6; ++i) saver.save(state_with(s), dir.file(std::to_string(i) + ".pt"));
+  saver.wait();
+  for (int i = 0; i < 6; ++i) EXPECT_NO_THROW(verify(dir.file(std::to_string(i) + ".pt")));
+}
+
+}  // namespace
+}  // namespace ckpt
