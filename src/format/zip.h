@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,14 @@ struct Entry {
 // Validates each offset, size and count against the file; refuses entry names that are
 // absolute or contain "..", duplicate names and overlapping entries.
 // Throws ckpt::Error (kCorruption / kUnsafe) without a file name; callers add it.
-std::vector<Entry> read_directory(const std::byte* data, uint64_t size);
+//
+// Local headers are read through `read_local` when given (e.g. pread, which maps nothing into
+// the process), after `prefetch` was told every header's range at once (so a cold file's
+// headers are fetched concurrently rather than one page fault at a time); else from `data`.
+using ReadAt = std::function<void(uint64_t offset, void* dst, size_t n)>;
+using Prefetch = std::function<void(const std::vector<std::pair<uint64_t, uint64_t>>& ranges)>;
+std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const ReadAt& read_local = nullptr,
+                                  const Prefetch& prefetch = nullptr);
 
 // The bytes of a stored or deflated entry, inflated if needed, into `out`. Does not check
 // the CRC (the caller decides).

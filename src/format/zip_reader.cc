@@ -31,7 +31,7 @@ void check_name(const std::string& name) {
 
 }  // namespace
 
-std::vector<Entry> read_directory(const std::byte* data, uint64_t size) {
+std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const ReadAt& read_local, const Prefetch& prefetch) {
   const auto* p = reinterpret_cast<const uint8_t*>(data);
   if (size < kEocdSize)
     fail(ErrorKind::kCorruption, "file is ", size, " bytes, too short for a zip archive (at least 22)");
@@ -125,22 +125,34 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size) {
     if (e.method == 0 && e.compressed_size != e.size)
       fail(ErrorKind::kCorruption, "stored entry '", e.name, "' has compressed size ", e.compressed_size, " but size ", e.size);
 
-    // The local header decides where the payload starts (its extra field holds the padding).
-    if (e.header_offset > cd_offset || cd_offset - e.header_offset < kLocalSize)
+    if (e.header_offset > cd_offset || cd_offset - e.header_offset < kLocalSize + name_len)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': local header offset ", e.header_offset, " is outside the data area");
-    const uint8_t* lh = p + e.header_offset;
-    if (load_le32(lh) != kLocalSig)
+    out.push_back(std::move(e));
+  }
+  if (pos != cd_end) fail(ErrorKind::kCorruption, "central directory has ", cd_end - pos, " bytes after its last entry");
+
+  // The local header decides where the payload starts (its extra field holds the padding).
+  if (prefetch) {
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (const auto& e : out) ranges.emplace_back(e.header_offset, kLocalSize + e.name.size());
+    prefetch(ranges);
+  }
+  std::string lh;
+  for (auto& e : out) {
+    lh.resize(kLocalSize + e.name.size());
+    if (read_local) read_local(e.header_offset, lh.data(), lh.size());
+    else std::memcpy(lh.data(), p + e.header_offset, lh.size());
+    const auto* h = reinterpret_cast<const uint8_t*>(lh.data());
+    if (load_le32(h) != kLocalSig)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': no local header at offset ", e.header_offset);
-    uint64_t lname = load_le16(lh + 26), lextra = load_le16(lh + 28);
+    uint64_t lname = load_le16(h + 26), lextra = load_le16(h + 28);
     e.data_offset = e.header_offset + kLocalSize + lname + lextra;
-    if (lname != name_len || std::memcmp(lh + kLocalSize, e.name.data(), name_len) != 0)
+    if (lname != e.name.size() || std::memcmp(h + kLocalSize, e.name.data(), lname) != 0)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': local header names a different file");
     if (e.data_offset > cd_offset || e.compressed_size > cd_offset - e.data_offset)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': ", e.compressed_size, " bytes at offset ", e.data_offset,
            " run past the data area, which ends at ", cd_offset, " (truncated file?)");
-    out.push_back(std::move(e));
   }
-  if (pos != cd_end) fail(ErrorKind::kCorruption, "central directory has ", cd_end - pos, " bytes after its last entry");
 
   // No two entries may share bytes (a zip-bomb technique).
   std::vector<const Entry*> by_offset;

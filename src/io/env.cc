@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <vector>
 #include <cerrno>
 #include <cstring>
 
@@ -83,6 +86,7 @@ class PosixMappedFile final : public MappedFile {
       : path_(std::move(path)), fd_(fd), size_(size), base_(base) {}
   ~PosixMappedFile() override {
     if (base_ != nullptr) ::munmap(base_, size_);
+    close_direct();
     ::close(fd_);
   }
   const std::byte* data() const override { return static_cast<const std::byte*>(base_); }
@@ -109,11 +113,58 @@ class PosixMappedFile final : public MappedFile {
     ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_SEQUENTIAL);
   }
 
+  void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const override {
+    for (const auto& [offset, n] : ranges)
+      ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
+  }
+
+  double resident_fraction(uint64_t offset, uint64_t n) const override {
+    if (base_ == nullptr || n == 0) return 1.0;
+    const uint64_t page = 4096;
+    uint64_t begin = offset / page * page, end = std::min(size_, offset + n);
+    std::vector<unsigned char> vec((end - begin + page - 1) / page);
+    if (::mincore(static_cast<char*>(base_) + begin, end - begin, vec.data()) != 0) return 1.0;
+    size_t resident = 0;
+    for (unsigned char c : vec) resident += c & 1;
+    return vec.empty() ? 1.0 : double(resident) / double(vec.size());
+  }
+
+  void read_direct_at(uint64_t offset, void* dst, size_t n) const override {
+    int fd = direct_fd();
+    if (fd < 0) return read_at(offset, dst, n);
+    char* p = static_cast<char*>(dst);
+    uint64_t end = std::min<uint64_t>(offset + n, size_);
+    while (offset < end) {
+      ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL) return read_at(offset, p, static_cast<size_t>(end - offset));  // not for this fs
+        fail_errno("read failed", path_, errno);
+      }
+      if (r == 0) fail(ErrorKind::kCorruption, path_, ": unexpected end of file at offset ", offset);
+      p += r;
+      n -= static_cast<size_t>(r);
+      offset += static_cast<uint64_t>(r);
+    }
+  }
+
  private:
   std::string path_;
   int fd_;
   uint64_t size_;
   void* base_;
+  mutable std::once_flag direct_once_;
+  mutable int direct_fd_ = -1;
+
+  int direct_fd() const {
+    std::call_once(direct_once_, [&] { direct_fd_ = ::open(path_.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC); });
+    return direct_fd_;
+  }
+
+ public:
+  void close_direct() noexcept {
+    if (direct_fd_ >= 0) ::close(direct_fd_);
+  }
 };
 
 class PosixEnv final : public Env {

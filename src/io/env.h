@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ckpt::io {
 
@@ -39,6 +41,14 @@ class MappedFile {
   virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
   // Hints that [offset, offset+n) will be read soon / sequentially.
   virtual void advise_sequential(uint64_t offset, uint64_t n) const = 0;
+  // Starts reading these ranges into the page cache, all at once, without waiting.
+  virtual void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const {}
+  // The fraction of [offset, offset+n) in the page cache (1 when unknown).
+  virtual double resident_fraction(uint64_t offset, uint64_t n) const { return 1.0; }
+  // Reads around the page cache (O_DIRECT) when possible, else like read_at. `offset`, `n` and
+  // `dst` must be multiples of direct_read_alignment().
+  virtual void read_direct_at(uint64_t offset, void* dst, size_t n) const { read_at(offset, dst, n); }
+  static constexpr size_t direct_read_alignment() { return 4096; }
 };
 
 class Env {
