@@ -29,20 +29,6 @@ def sh(*cmd, timeout=1800):
     return r.stdout
 
 
-def measure(cmd, reps, label):
-    runs = []
-    for i in range(reps):
-        out = sh(*cmd)
-        runs.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  {label} [{i + 1}/{reps}] {runs[-1]['seconds']:.3f} s", flush=True)
-    med = {}
-    for key in runs[0]:
-        if isinstance(runs[0][key], (int, float)):
-            med[key] = statistics.median(r[key] for r in runs)
-    med["runs"] = [r["seconds"] for r in runs]
-    return med
-
-
 def gbps(bytes_, seconds):
     return bytes_ / seconds / 1e9
 
@@ -52,37 +38,42 @@ def run_workload(w, args, bench, out_dir):
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     ck, pt, lt, raw = (os.path.join(d, n) for n in ("ckpt.pt", "torch.pt", "libtorch.pt", "raw.bin"))
-    reps = args.reps if w != "huge" else max(5, args.reps // 2 + 2)
-    R = {}
-    print(f"== {w}", flush=True)
-
-    def c(op, path, *extra, label=None):
-        R[label or op] = measure([bench, op, w, path, *extra], reps, label or op)
-
-    def p(op, path, *extra, label=None):
-        R[label or op] = measure([PY, os.path.join(ROOT, "bench", "py_bench.py"), op, w, path, *extra], reps, label or op)
-
-    c("save", ck)
-    c("raw_write_direct", raw)
-    c("raw_write_buffered", raw)
-    p("save", pt, label="py_save")
-    c("load", ck, "--cold", label="load_cold")
-    c("load", ck, label="load_warm")
-    c("raw_read", ck, "--cold", label="raw_read_cold")
-    c("raw_read", ck, label="raw_read_warm")
-    p("load", pt, "--cold", label="py_load_cold")
-    p("load", pt, label="py_load_warm")
-    c("verify", ck, label="verify_warm")
-    c("load_mmap", ck, "--cold", label="mmap_cold")
-    c("load_mmap", ck, label="mmap_warm")
+    reps = args.reps
+    pyb = [PY, os.path.join(ROOT, "bench", "py_bench.py")]
+    # (label, command). Writers come first in each round, so the readers find their files.
+    ops = [("save", [bench, "save", w, ck]),
+           ("raw_write_direct", [bench, "raw_write_direct", w, raw]),
+           ("raw_write_buffered", [bench, "raw_write_buffered", w, raw]),
+           ("py_save", pyb + ["save", w, pt])]
     if w != "huge":
-        c("torch_save", lt)
-        c("torch_load", lt, "--cold", label="torch_load_cold")
-        c("torch_load", lt, label="torch_load_warm")
-        c("save_async", os.path.join(d, "async.pt"))
-        c("load_mmap_verify", ck, label="mmap_verify_warm")
-        c("crc", ck)
-    else:
+        ops += [("torch_save", [bench, "torch_save", w, lt]),
+                ("save_async", [bench, "save_async", w, os.path.join(d, "async.pt")]),
+                ("crc", [bench, "crc", w, os.path.join(d, "crc.scratch")])]
+    for temp, flag in (("cold", ["--cold"]), ("warm", [])):
+        ops += [(f"load_{temp}", [bench, "load", w, ck] + flag),
+                (f"raw_read_{temp}", [bench, "raw_read", w, ck] + flag),
+                (f"py_load_{temp}", pyb + ["load", w, pt] + flag),
+                (f"mmap_{temp}", [bench, "load_mmap", w, ck] + flag)]
+        if w != "huge":
+            ops.append((f"torch_load_{temp}", [bench, "torch_load", w, lt] + flag))
+    ops.append(("verify_warm", [bench, "verify", w, ck]))
+    if w != "huge":
+        ops.append(("mmap_verify_warm", [bench, "load_mmap_verify", w, ck]))
+    # Round-robin: every figure's runs are spread over the same stretch of time, so drift in
+    # the machine (page-zeroing speed, the host's disk cache) hits ckpt and baselines alike.
+    runs = {label: [] for label, _ in ops}
+    print(f"== {w}", flush=True)
+    for rep in range(reps):
+        for label, cmd in ops:
+            out = json.loads(sh(*cmd).strip().splitlines()[-1])
+            runs[label].append(out)
+            print(f"  {label} [{rep + 1}/{reps}] {out['seconds']:.3f} s", flush=True)
+    R = {}
+    for label, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], (int, float))}
+        med["runs"] = [r["seconds"] for r in rs]
+        R[label] = med
+    if w == "huge":
         # The ZIP64 file ckpt wrote loads in Python, with the right content.
         check = ("import torch,sys; d=torch.load(sys.argv[1]); b=d['big'];"
                  "assert b.numel()==2**32+(200<<20) and b.dtype==torch.uint8 and int(b[-1])==7 and int(b[0])==7;"
@@ -110,8 +101,9 @@ def report(results, args):
     L = []
     L.append("# ckpt benchmark results\n")
     L.append(f"Produced by `bench/run_bench.py` on {datetime.date.today()} — {machine()}.  ")
-    L.append(f"Every figure is the median of {args.reps}+ runs, each in a fresh process (runs listed in the JSON "
-             "beside this file); every ratio compares figures from this same run. *Durable* means until `fsync` of "
+    L.append(f"Every figure is the median of {args.reps} runs, each in a fresh process, the runs of all figures "
+             "interleaved round-robin (each run's time is in `RESULTS.json`); every ratio compares figures from this "
+             "same run. *Durable* means until `fsync` of "
              "the file (and, for ckpt, of its directory) returned. *Cold* reads follow `posix_fadvise(DONTNEED)` on the "
              "file; *warm* ones follow a full read of it. *extra RSS* is the peak resident memory during the operation "
              "minus the resident memory just before it (the high-water mark is reset through `/proc/self/clear_refs`).\n")

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt {
 namespace {
@@ -26,21 +27,6 @@ std::string join(const std::vector<std::string>& xs, size_t max = 6) {
   for (size_t i = 0; i < xs.size() && i < max; ++i) s += (i ? ", " : "") + xs[i];
   if (xs.size() > max) s += str_cat(", ... (", xs.size() - max, " more)");
   return s;
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t prev = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t cur = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      prev = cur;
-    }
-  }
-  return row[b.size()];
 }
 
 // Python's nn.Module._version for the C++ module types whose Python twin is not 1.

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "format/pickle.h"
+#include "format/storage_types.h"
 #include "format/zip.h"
 #include "util/bytes.h"
 #include "util/crc32.h"
@@ -103,21 +104,6 @@ struct ReadTask {
   std::byte* direct_dst = nullptr;  // where span_begin lands, for a piece read into place
 };
 
-std::optional<DType> dtype_of_storage_type(const std::string& type) {
-  static const std::unordered_map<std::string, DType> table = {
-      {"torch.DoubleStorage", DType::kFloat64}, {"torch.FloatStorage", DType::kFloat32},
-      {"torch.HalfStorage", DType::kFloat16},   {"torch.BFloat16Storage", DType::kBFloat16},
-      {"torch.LongStorage", DType::kInt64},     {"torch.IntStorage", DType::kInt32},
-      {"torch.ShortStorage", DType::kInt16},    {"torch.CharStorage", DType::kInt8},
-      {"torch.ByteStorage", DType::kUInt8},     {"torch.BoolStorage", DType::kBool},
-      {"torch.ComplexFloatStorage", DType::kComplex64},
-      {"torch.ComplexDoubleStorage", DType::kComplex128},
-  };
-  auto it = table.find(type);
-  if (it == table.end()) return std::nullopt;
-  return it->second;
-}
-
 void byteswap(std::byte* p, size_t nbytes, size_t elem) {
   // complex numbers swap each half
   if (elem == 16) elem = 8;
@@ -146,7 +132,7 @@ PidInfo parse_pid(const Value& pid, size_t expected_len) {
     fail(ErrorKind::kUnsafe, "persistent id of kind '", t[0].to_string(), "' (only storages are allowed)");
   if (t.size() != expected_len) fail(ErrorKind::kCorruption, "storage persistent id has ", t.size(), " fields, expected ", expected_len);
   if (!t[1].is_object()) fail(ErrorKind::kCorruption, "storage type is ", t[1].kind_name());
-  auto dtype = dtype_of_storage_type(t[1].object_type());
+  auto dtype = dtype_of_storage_class(t[1].object_type());
   if (!dtype) fail(ErrorKind::kUnsupported, "storage type '", t[1].object_type(), "' is not supported (quantized tensors are not)");
   if (!t[2].is_string()) fail(ErrorKind::kCorruption, "storage key is ", t[2].kind_name());
   if (!t[3].is_string()) fail(ErrorKind::kCorruption, "storage location is ", t[3].kind_name());

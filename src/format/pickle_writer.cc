@@ -4,29 +4,12 @@
 #include <unordered_map>
 
 #include "format/pickle.h"
+#include "format/storage_types.h"
 #include "util/bytes.h"
 #include "util/errors.h"
 
 namespace ckpt::pickle {
 namespace {
-
-const char* storage_type_name(DType d) {
-  switch (d) {
-    case DType::kFloat64: return "DoubleStorage";
-    case DType::kFloat32: return "FloatStorage";
-    case DType::kFloat16: return "HalfStorage";
-    case DType::kBFloat16: return "BFloat16Storage";
-    case DType::kInt64: return "LongStorage";
-    case DType::kInt32: return "IntStorage";
-    case DType::kInt16: return "ShortStorage";
-    case DType::kInt8: return "CharStorage";
-    case DType::kUInt8: return "ByteStorage";
-    case DType::kBool: return "BoolStorage";
-    case DType::kComplex64: return "ComplexFloatStorage";
-    case DType::kComplex128: return "ComplexDoubleStorage";
-  }
-  return "?";
-}
 
 class Pickler {
  public:
@@ -225,7 +208,7 @@ class Pickler {
     // persistent id ('storage', torch.<X>Storage, key, 'cpu', numel)
     out_ += '(';
     save_string("storage");
-    save_global(std::string("torch.") + storage_type_name(t.dtype));
+    save_global(std::string("torch.") + storage_class_name(t.dtype));
     save_string(storage_key_(t));
     save_string("cpu");
     save_int(static_cast<int64_t>(t.storage->numel()));

@@ -8,7 +8,9 @@
 #include <functional>
 #include <new>
 
+#include "format/storage_types.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt {
 
@@ -20,14 +22,15 @@ struct DTypeInfo {
   DType dtype;
   const char* name;
   size_t size;
+  const char* storage_class;  // torch.<X>Storage
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kFloat64, "float64", 8},      {DType::kFloat32, "float32", 4},
-    {DType::kFloat16, "float16", 2},      {DType::kBFloat16, "bfloat16", 2},
-    {DType::kInt64, "int64", 8},          {DType::kInt32, "int32", 4},
-    {DType::kInt16, "int16", 2},          {DType::kInt8, "int8", 1},
-    {DType::kUInt8, "uint8", 1},          {DType::kBool, "bool", 1},
-    {DType::kComplex64, "complex64", 8},  {DType::kComplex128, "complex128", 16},
+    {DType::kFloat64, "float64", 8, "DoubleStorage"},        {DType::kFloat32, "float32", 4, "FloatStorage"},
+    {DType::kFloat16, "float16", 2, "HalfStorage"},          {DType::kBFloat16, "bfloat16", 2, "BFloat16Storage"},
+    {DType::kInt64, "int64", 8, "LongStorage"},              {DType::kInt32, "int32", 4, "IntStorage"},
+    {DType::kInt16, "int16", 2, "ShortStorage"},             {DType::kInt8, "int8", 1, "CharStorage"},
+    {DType::kUInt8, "uint8", 1, "ByteStorage"},              {DType::kBool, "bool", 1, "BoolStorage"},
+    {DType::kComplex64, "complex64", 8, "ComplexFloatStorage"}, {DType::kComplex128, "complex128", 16, "ComplexDoubleStorage"},
 };
 const DTypeInfo& info(DType d) { return kDTypes[static_cast<size_t>(d)]; }
 }  // namespace
@@ -37,6 +40,17 @@ const char* dtype_name(DType dtype) { return info(dtype).name; }
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& d : kDTypes)
     if (name == d.name) return d.dtype;
+  return std::nullopt;
+}
+
+const char* storage_class_name(DType dtype) { return info(dtype).storage_class; }
+
+std::optional<DType> dtype_of_storage_class(std::string_view global) {
+  constexpr std::string_view kModule = "torch.";
+  if (global.substr(0, kModule.size()) != kModule) return std::nullopt;
+  global.remove_prefix(kModule.size());
+  for (const auto& d : kDTypes)
+    if (global == d.storage_class) return d.dtype;
   return std::nullopt;
 }
 
@@ -130,20 +144,6 @@ struct SeqNode {
        short_repr(v), ")");
 }
 
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t prev = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t cur = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      prev = cur;
-    }
-  }
-  return row[b.size()];
-}
 }  // namespace
 
 Value::Value(std::string s) : kind_(Kind::kString), node_(std::make_shared<std::string>(std::move(s))) {}

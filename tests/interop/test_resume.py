@@ -174,6 +174,29 @@ PYTHON_ONLY_KEYS = {"foreach", "maximize", "capturable", "differentiable", "fuse
 
 
 class CrossLanguage(Workdir):
+    def test_schedulers_follow_pythons_lr_curve_exactly(self):
+        for name in ("step", "multistep", "exponential", "cosine", "linear", "onecycle", "plateau"):
+            with self.subTest(scheduler=name):
+                steps = STEPS if name != "cosine" else 40  # past T_max: the curve climbs back
+                r = subprocess.run([TRAIN, "--optimizer", "sgd", "--scheduler", name, "--steps", str(STEPS),
+                                    "--lr-curve", str(steps)], capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                cpp = [tuple(float(x) for x in line.split()) for line in r.stdout.split("\n") if line]
+                model = python_model()
+                opt = python_optimizer("sgd", model.parameters())
+                sched = python_scheduler(name, opt)
+                py = []
+                for i in range(steps):
+                    opt.step()
+                    if name == "plateau":
+                        sched.step(1.0 - 0.1 * i if i < 5 else 0.7)
+                    else:
+                        sched.step()
+                    py.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+                self.assertEqual(len(cpp), steps)
+                for i, (a, b) in enumerate(zip(py, cpp)):
+                    self.assertEqual(a, b, f"{name}: step {i + 1}: Python lr, momentum {a} vs LibTorch {b}")
+
     def test_python_checkpoint_restores_bit_identical_in_libtorch(self):
         for opt_name in ("sgd", "adam", "adam_amsgrad", "adamw", "rmsprop", "adagrad"):
             for sched_name in ("step", "multistep", "cosine", "linear", "exponential", "plateau"):

@@ -10,6 +10,7 @@
 // an epoch), shuffled by a ResumableSampler; dropout draws from the global RNG.
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <iostream>
 #include <map>
 
@@ -19,7 +20,7 @@ namespace {
 
 struct Args {
   std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore;
-  int64_t steps = 20, stop_after = -1;
+  int64_t steps = 20, stop_after = -1, lr_curve = -1;
 };
 
 Args parse(int argc, char** argv) {
@@ -34,6 +35,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--resume") a.resume = v;
     else if (k == "--restore") a.restore = v;
     else if (k == "--out") a.out = v;
+    else if (k == "--lr-curve") a.lr_curve = std::stoll(v);
     else throw std::runtime_error("unknown argument " + k);
   }
   return a;
@@ -90,6 +92,19 @@ int main(int argc, char** argv) try {
   state.metrics.dict().set("epoch_loss_sum", 0.0);
   state.extra.dict().set("config", ckpt::Value::tuple({a.optimizer, a.scheduler}));
 
+  if (a.lr_curve >= 0) {  // the learning rate (and momentum) after each of N scheduler steps
+    auto* plateau_only = dynamic_cast<ckpt::ReduceLROnPlateau*>(sched.get());
+    auto* lrs = dynamic_cast<ckpt::LRScheduler*>(sched.get());
+    for (int64_t i = 0; i < a.lr_curve; ++i) {
+      if (lrs) lrs->step();
+      if (plateau_only) plateau_only->step(i < 5 ? 1.0 - 0.1 * i : 0.7);  // improves, then stalls
+      const auto& o = opt->param_groups()[0].options();
+      double momentum = 0;
+      if (auto* sgd = dynamic_cast<const torch::optim::SGDOptions*>(&o)) momentum = sgd->momentum();
+      std::printf("%.17g %.17g\n", o.get_lr(), momentum);
+    }
+    return 0;
+  }
   if (!a.restore.empty()) {  // load into fresh objects and write what was restored
     state.load(a.restore);
     state.save(a.out);
