@@ -56,6 +56,7 @@ def run_workload(w, args, bench, out_dir):
                 (f"mmap_{temp}", [bench, "load_mmap", w, ck] + flag)]
         if w != "huge":
             ops.append((f"torch_load_{temp}", [bench, "torch_load", w, lt] + flag))
+    ops.append(("raw_read_direct", [bench, "raw_read_direct", w, ck, "--cold"]))
     ops.append(("verify_warm", [bench, "verify", w, ck]))
     if w != "huge":
         ops.append(("mmap_verify_warm", [bench, "load_mmap_verify", w, ck]))
@@ -125,6 +126,7 @@ def report(results, args):
 
         raw_w = min(("raw_write_direct", "raw_write_buffered"), key=lambda k: R[k]["seconds"])
         row("**ckpt save (durable)**", "save", "py_save", "torch.save")
+        row("disk: O_DIRECT read (the device's own read speed)", "raw_read_direct")
         row("disk: O_DIRECT write + fsync", "raw_write_direct")
         row("disk: write() + fsync", "raw_write_buffered")
         row("Python torch.save + fsync", "py_save")

@@ -42,7 +42,6 @@ std::byte* StreamWriter::take_buffer() {
   if (free_.empty() && all_.size() < depth_ + 1) {
     void* p = nullptr;
     if (posix_memalign(&p, 4096, chunk_size_) != 0) fail(ErrorKind::kIO, "out of memory for a ", chunk_size_, "-byte write buffer");
-    ::madvise(p, chunk_size_, MADV_HUGEPAGE);
     all_.push_back(static_cast<std::byte*>(p));
     return static_cast<std::byte*>(p);
   }

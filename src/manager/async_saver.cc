@@ -27,7 +27,6 @@ struct AsyncSaver::Arena {
     uint64_t size = std::max<uint64_t>(bytes, 4096);
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) fail(ErrorKind::kIO, "async save: cannot map ", size, " bytes for the snapshot");
-    ::madvise(p, size, MADV_HUGEPAGE);
     base = static_cast<std::byte*>(p);
     capacity = size;
   }
