@@ -76,10 +76,43 @@ class LoadedStorage final : public StorageData {
   std::byte* data_ = nullptr;
 };
 
+// Small records are read in runs: one anonymous mapping per run, laid out like the file span
+// (so each record keeps its 64-byte file alignment), each storage a slice of it. The mapping
+// lives until the last of its slices is released.
+struct RunArena {
+  std::byte* base = nullptr;
+  size_t len = 0;
+  explicit RunArena(size_t n) : len(std::max<size_t>(n, 1)) {
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) fail(ErrorKind::kIO, "out of memory mapping ", len, " bytes for storages");
+    base = static_cast<std::byte*>(p);
+  }
+  ~RunArena() { ::munmap(base, len); }
+};
+
+class ArenaSlice final : public StorageData {
+ public:
+  ArenaSlice(DType dtype, size_t nbytes) : dtype_(dtype), nbytes_(nbytes) {}
+  void place(std::shared_ptr<RunArena> arena, size_t offset) {
+    arena_ = std::move(arena);
+    data_ = arena_->base + offset;
+  }
+  std::byte* data() const override { return data_; }
+  size_t nbytes() const override { return nbytes_; }
+  DType dtype() const override { return dtype_; }
+
+ private:
+  DType dtype_;
+  size_t nbytes_;
+  std::shared_ptr<RunArena> arena_;
+  std::byte* data_ = nullptr;
+};
+
 // A storage record to fill from the file, and the CRC of each of its pieces, in order.
 struct FillJob {
   const zip::Entry* entry;
-  std::byte* dst;
+  std::byte* dst;               // null for a small record: placed in its run's arena
+  ArenaSlice* slice = nullptr;
   std::vector<uint32_t> piece_crcs;
   std::vector<uint64_t> piece_lens;
 };
@@ -258,6 +291,9 @@ class ArchiveReader {
         } else if (e->method == 0 && !big_endian && nbytes >= kOwnMapping) {
           ps.storage = std::make_shared<LoadedStorage>(info.dtype, static_cast<size_t>(nbytes), e->data_offset);
           zip_fill_.push_back({&ps, e});
+        } else if (e->method == 0 && !big_endian) {
+          ps.storage = std::make_shared<ArenaSlice>(info.dtype, static_cast<size_t>(nbytes));
+          zip_fill_.push_back({&ps, e});
         } else {
           ps.storage = make_storage(info.dtype, static_cast<size_t>(nbytes));
           zip_fill_.push_back({&ps, e});
@@ -273,7 +309,8 @@ class ArchiveReader {
     for (auto& [ps, e] : zip_fill_) {
       std::byte* dst = ps->storage->data();
       if (e->method == 0 && !big_endian) {
-        jobs.push_back(FillJob{e, dst, {}, {}});
+        auto* slice = dynamic_cast<ArenaSlice*>(ps->storage.get());
+        jobs.push_back(FillJob{e, slice ? nullptr : dst, slice, {}, {}});
         continue;
       }
       if (e->method == 0) {
@@ -294,7 +331,7 @@ class ArchiveReader {
 
   // Reads every job's record into its destination with all cores. Large records are cut at
   // block-aligned 8 MiB boundaries and read into place; runs of small records are read as one
-  // span into a scratch buffer and copied out. A span mostly in the page cache is read through
+  // span into an arena whose slices become their storages. A span mostly in the page cache is read through
   // it; otherwise O_DIRECT skips the cache (several times faster here when cold). Each piece's
   // CRC is computed while it is hot, and the pieces' CRCs are joined per record.
   void fill_parallel(std::vector<FillJob>& jobs) {
@@ -302,13 +339,23 @@ class ArchiveReader {
     std::vector<ReadTask> tasks;
     ReadTask group{0, 0, {}, nullptr};
     auto flush_group = [&] {
-      if (!group.parts.empty()) tasks.push_back(std::move(group));
+      if (!group.parts.empty()) {
+        // One arena for the run, read straight into; every record becomes a slice of it.
+        auto arena = std::make_shared<RunArena>(static_cast<size_t>(group.span_end - group.span_begin));
+        for (const auto& part : group.parts) {
+          size_t at = static_cast<size_t>(part.job->entry->data_offset - group.span_begin);
+          part.job->slice->place(arena, at);
+          part.job->dst = arena->base + at;
+        }
+        group.direct_dst = arena->base;
+        tasks.push_back(std::move(group));
+      }
       group = ReadTask{0, 0, {}, nullptr};
     };
     for (FillJob& job : jobs) {
       const uint64_t begin = job.entry->data_offset, end = begin + job.entry->size;
       if (job.entry->size == 0) continue;
-      if (job.entry->size >= kOwnMapping) {
+      if (job.slice == nullptr) {
         flush_group();
         // Pieces end at block-aligned offsets, so no two tasks write the same bytes.
         uint64_t cut = begin;
@@ -336,10 +383,9 @@ class ArchiveReader {
     std::mutex mu;
     std::exception_ptr error;
     auto worker = [&] {
-      std::unique_ptr<std::byte, decltype(&std::free)> scratch(nullptr, &std::free);
       for (size_t i = next++; i < tasks.size(); i = next++) {
         try {
-          run_task(tasks[i], scratch);
+          run_task(tasks[i]);
         } catch (...) {
           std::lock_guard<std::mutex> lock(mu);
           if (!error) error = std::current_exception();
@@ -365,18 +411,10 @@ class ArchiveReader {
     }
   }
 
-  void run_task(ReadTask& t, std::unique_ptr<std::byte, decltype(&std::free)>& scratch) {
+  void run_task(ReadTask& t) {
     const uint64_t file_size = file_->size();
     const bool cached = file_->resident_fraction(t.span_begin, t.span_end - t.span_begin) > 0.5;
     std::byte* dst = t.direct_dst;
-    if (dst == nullptr) {  // a run of small records: into the scratch buffer first
-      if (!scratch) {
-        void* p = nullptr;
-        if (posix_memalign(&p, kBlock, kPiece + 2 * kOwnMapping) != 0) fail(ErrorKind::kIO, "out of memory for a read buffer");
-        scratch.reset(static_cast<std::byte*>(p));
-      }
-      dst = scratch.get();
-    }
     if (cached) {  // through the page cache: exactly the bytes that exist
       uint64_t end = std::min(t.span_end, file_size);
       file_->read_at(t.span_begin, dst, static_cast<size_t>(end - t.span_begin));
@@ -387,7 +425,6 @@ class ArchiveReader {
       const uint64_t file_begin = part.job->entry->data_offset + part.begin;
       const std::byte* src = dst + (file_begin - t.span_begin);
       const size_t n = static_cast<size_t>(part.end - part.begin);
-      if (t.direct_dst == nullptr) std::memcpy(part.job->dst + part.begin, src, n);
       if (options_.verify_checksums) part.job->piece_crcs[part.piece] = crc32_update(0, src, n);
     }
   }

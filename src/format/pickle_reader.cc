@@ -154,7 +154,8 @@ class Unpickler {
     if (consumed) *consumed = pos_;
     Value result = std::move(stack_.back());
     stack_.clear();
-    memo_.clear();
+    memo_dense_.clear();
+    memo_sparse_.clear();
     check_tree(result);
     succeeded_ = true;
     containers_.clear();
@@ -170,7 +171,13 @@ class Unpickler {
   const Limits& limits_;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
-  std::unordered_map<uint64_t, Value> memo_;
+  // Pickles number memo slots 0, 1, 2, ...: those live in a vector; a stray large index (legal,
+  // but never written by CPython or torch) goes to the map, so it cannot force a huge vector.
+  static constexpr uint64_t kDenseMemo = uint64_t{1} << 20;
+  std::vector<Value> memo_dense_;
+  std::vector<bool> memo_set_;
+  std::unordered_map<uint64_t, Value> memo_sparse_;
+  size_t memo_count_ = 0;
   std::vector<Value> containers_;  // every mutable container made, to break cycles on failure
   bool succeeded_ = false;
 
@@ -244,13 +251,24 @@ class Unpickler {
     return v;
   }
   void memo_put(uint64_t index) {
-    if (memo_.size() >= limits_.max_memo && memo_.count(index) == 0)
-      bad(ErrorKind::kCorruption, "pickle memo exceeds ", limits_.max_memo, " entries");
-    memo_[index] = top();
+    bool fresh = index < kDenseMemo ? !(index < memo_set_.size() && memo_set_[index]) : memo_sparse_.count(index) == 0;
+    if (fresh && memo_count_ >= limits_.max_memo) bad(ErrorKind::kCorruption, "pickle memo exceeds ", limits_.max_memo, " entries");
+    memo_count_ += fresh;
+    if (index < kDenseMemo) {
+      if (index >= memo_dense_.size()) {
+        memo_dense_.resize(index + 1);
+        memo_set_.resize(index + 1);
+      }
+      memo_dense_[index] = top();
+      memo_set_[index] = true;
+    } else {
+      memo_sparse_[index] = top();
+    }
   }
   void memo_get(uint64_t index) {
-    auto it = memo_.find(index);
-    if (it == memo_.end()) bad(ErrorKind::kCorruption, "pickle memo key ", index, " was never stored");
+    if (index < memo_set_.size() && memo_set_[index]) return push(memo_dense_[index]);
+    auto it = index >= kDenseMemo ? memo_sparse_.find(index) : memo_sparse_.end();
+    if (it == memo_sparse_.end()) bad(ErrorKind::kCorruption, "pickle memo key ", index, " was never stored");
     push(it->second);
   }
 
@@ -412,7 +430,7 @@ class Unpickler {
       case LONG_BINGET: memo_get(read_u32()); return;
       case BINPUT: memo_put(read_u8()); return;
       case LONG_BINPUT: memo_put(read_u32()); return;
-      case MEMOIZE: memo_put(memo_.size()); return;
+      case MEMOIZE: memo_put(memo_count_); return;
       default:
         if (const char* name = refused_opcode_name(op))
           bad(ErrorKind::kUnsafe, "pickle opcode ", name, " is not allowed");
