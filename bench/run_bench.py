@@ -171,7 +171,12 @@ def report(results, args):
                 ratio = R[f"raw_read_{temp}"]["seconds"] / R[f"load_{temp}"]["seconds"]
                 t(f"eager load ≥ 90% of raw read bandwidth, {temp}", ratio >= 0.9, f"{ratio * 100:.0f}%")
                 sp = R[f"py_load_{temp}"]["seconds"] / R[f"load_{temp}"]["seconds"]
-                t(f"eager load ≥ 2x faster than torch.load, {temp}", sp >= 2, f"{sp:.1f}x")
+                detail = f"{sp:.1f}x"
+                if sp < 2 and temp == "cold" and "raw_read_direct" in R:
+                    need, disk = R["py_load_cold"]["seconds"] / 2, R["raw_read_direct"]["seconds"]
+                    detail += (f" — 2x would need {need:.2f} s; the device itself delivers these bytes in {disk:.2f} s "
+                               f"(O_DIRECT read), and ckpt's cold load runs at {disk / R['load_cold']['seconds'] * 100:.0f}% of that")
+                t(f"eager load ≥ 2x faster than torch.load, {temp}", sp >= 2, detail)
             ms = R["mmap_cold"]["seconds"] * 1000
             t("mmap load: tensors ready in < 50 ms (cold)", ms < 50, f"{ms:.1f} ms")
             r = R["save_async"]
@@ -201,8 +206,16 @@ def main():
     ap.add_argument("--no-huge", action="store_true")
     ap.add_argument("--workloads", default="gpt2,small,huge")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from RESULTS.json")
     args = ap.parse_args()
     args.reps = max(5, args.reps)
+    json_path = os.path.splitext(args.output)[0] + ".json"
+    if args.report_only:  # re-render RESULTS.md from the last run's measurements
+        with open(json_path) as f:
+            results = json.load(f)
+        with open(args.output, "w") as f:
+            f.write(report(results, args))
+        return
     sh("cmake", "-S", ROOT, "-B", args.build, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
     sh("cmake", "--build", args.build, "--target", "ckpt_bench")
     bench = os.path.join(args.build, "ckpt_bench")
@@ -210,7 +223,7 @@ def main():
     results = {w: run_workload(w, args, bench, args.dir) for w in workloads}
     with open(args.output, "w") as f:
         f.write(report(results, args))
-    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+    with open(json_path, "w") as f:
         json.dump(results, f, indent=1)
     print(open(args.output).read())
 
