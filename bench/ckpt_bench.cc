@@ -10,8 +10,8 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -26,7 +26,9 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 long status_kb(const char* field) {
   std::ifstream in("/proc/self/status");
@@ -69,7 +71,8 @@ void fsync_path(const std::string& path) {
 
 // name -> tensor, in the order a checkpoint lists them
 std::vector<std::pair<std::string, at::Tensor>> gpt2_params() {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"wte.weight", {50257, 768}}, {"wpe.weight", {1024, 768}}};
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"wte.weight", {50257, 768}},
+                                                                      {"wpe.weight", {1024, 768}}};
   for (int l = 0; l < 12; ++l) {
     std::string h = "h." + std::to_string(l) + ".";
     shapes.push_back({h + "ln_1.weight", {768}});
@@ -106,7 +109,8 @@ ckpt::Value make_workload(const std::string& w, std::vector<std::pair<std::strin
       model.dict().set(name, ckpt::Value(t));
       flat->emplace_back("model." + name, t);
       ckpt::Value s = ckpt::Value::new_dict();
-      at::Tensor step = at::scalar_tensor(1000.0, at::kFloat), m = at::empty_like(t).fill_(0.5), v = at::empty_like(t).fill_(0.25);
+      at::Tensor step = at::scalar_tensor(1000.0, at::kFloat), m = at::empty_like(t).fill_(0.5),
+                 v = at::empty_like(t).fill_(0.25);
       s.dict().set("step", ckpt::Value(step));
       s.dict().set("exp_avg", ckpt::Value(m));
       s.dict().set("exp_avg_sq", ckpt::Value(v));
@@ -153,8 +157,8 @@ uint64_t total_bytes(const std::vector<std::pair<std::string, at::Tensor>>& flat
 }
 
 void print(const std::string& op, double seconds, double extra_mb, uint64_t bytes, const std::string& more = "") {
-  std::printf("{\"op\": \"%s\", \"seconds\": %.6f, \"extra_rss_mb\": %.1f, \"bytes\": %llu%s}\n", op.c_str(), seconds, extra_mb,
-              (unsigned long long)bytes, more.c_str());
+  std::printf("{\"op\": \"%s\", \"seconds\": %.6f, \"extra_rss_mb\": %.1f, \"bytes\": %llu%s}\n", op.c_str(), seconds,
+              extra_mb, (unsigned long long)bytes, more.c_str());
 }
 
 double touch_all(const ckpt::Value& v) {
@@ -189,8 +193,8 @@ int main(int argc, char** argv) try {
   (void)(at::ones({2}) + 1).sum().item<float>();
   auto prepare_read = [&] { cold ? drop_cache(path) : warm_cache(path); };
 
-  if (op == "make" || op == "save" || op == "save_async" || op == "crc" || op == "torch_save" || op == "raw_write_buffered" ||
-      op == "raw_write_direct") {
+  if (op == "make" || op == "save" || op == "save_async" || op == "crc" || op == "torch_save" ||
+      op == "raw_write_buffered" || op == "raw_write_direct") {
     std::vector<std::pair<std::string, at::Tensor>> flat;
     ckpt::Value state = make_workload(w, &flat);
     uint64_t bytes = total_bytes(flat);
@@ -225,7 +229,8 @@ int main(int argc, char** argv) try {
       std::vector<at::Tensor> dst;
       for (auto& [_, x] : flat) dst.push_back(at::empty_like(x).fill_(0));
       auto t3 = Clock::now();
-      for (size_t i = 0; i < flat.size(); ++i) std::memcpy(dst[i].data_ptr(), flat[i].second.data_ptr(), flat[i].second.nbytes());
+      for (size_t i = 0; i < flat.size(); ++i)
+        std::memcpy(dst[i].data_ptr(), flat[i].second.data_ptr(), flat[i].second.nbytes());
       double memcpy_s = since(t3);
       char more[128];
       std::snprintf(more, sizeof more, ", \"memcpy_seconds\": %.6f, \"total_seconds\": %.6f", memcpy_s, background);

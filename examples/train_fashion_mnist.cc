@@ -34,13 +34,20 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) throw std::runtime_error("missing value for " + k);
       return argv[++i];
     };
-    if (k == "--data") o.data = next();
-    else if (k == "--run") o.run = next();
-    else if (k == "--epochs") o.epochs = std::stoll(next());
-    else if (k == "--batch") o.batch = std::stoll(next());
-    else if (k == "--checkpoint-every") o.checkpoint_every = std::stoll(next());
-    else if (k == "--crash-at-step") o.crash_at_step = std::stoll(next());
-    else if (k == "--max-lr") o.max_lr = std::stod(next());
+    if (k == "--data")
+      o.data = next();
+    else if (k == "--run")
+      o.run = next();
+    else if (k == "--epochs")
+      o.epochs = std::stoll(next());
+    else if (k == "--batch")
+      o.batch = std::stoll(next());
+    else if (k == "--checkpoint-every")
+      o.checkpoint_every = std::stoll(next());
+    else if (k == "--crash-at-step")
+      o.crash_at_step = std::stoll(next());
+    else if (k == "--max-lr")
+      o.max_lr = std::stod(next());
     else if (k == "--help" || k == "-h") {
       std::cout << "usage: train_fashion_mnist [--run DIR] [--epochs N] [--batch N] [--checkpoint-every STEPS]\n"
                    "                           [--crash-at-step STEP] [--max-lr LR] [--data DIR]\n";
@@ -61,8 +68,11 @@ torch::Tensor read_idx(const std::string& path) {
   int n;
   while ((n = gzread(f, buf, sizeof buf)) > 0) bytes.insert(bytes.end(), buf, buf + n);
   gzclose(f);
-  auto be32 = [&](size_t off) { return (uint32_t(bytes[off]) << 24) | (bytes[off + 1] << 16) | (bytes[off + 2] << 8) | bytes[off + 3]; };
-  if (bytes.size() < 8 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8) throw std::runtime_error(path + ": not a uint8 IDX file");
+  auto be32 = [&](size_t off) {
+    return (uint32_t(bytes[off]) << 24) | (bytes[off + 1] << 16) | (bytes[off + 2] << 8) | bytes[off + 3];
+  };
+  if (bytes.size() < 8 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8)
+    throw std::runtime_error(path + ": not a uint8 IDX file");
   int dims = bytes[3];
   std::vector<int64_t> shape;
   size_t count = 1;
@@ -168,7 +178,8 @@ int main(int argc, char** argv) try {
       state.metrics.dict().set("loss_sum", 0.0);
       state.metrics.dict().set("test_acc", acc);
       state.metrics.dict().set("train_loss", mean_loss);
-      std::printf("%s  epoch %lld: train loss %.4f, test accuracy %.4f", interactive ? "\n" : "", (long long)state.epoch + 1, mean_loss, acc);
+      std::printf("%s  epoch %lld: train loss %.4f, test accuracy %.4f", interactive ? "\n" : "",
+                  (long long)state.epoch + 1, mean_loss, acc);
       if (acc > state.metrics["best_test_acc"].to_double()) {
         state.metrics.dict().set("best_test_acc", acc);
         ckpt::Value b = ckpt::Value::new_dict();

@@ -22,7 +22,8 @@ std::shared_ptr<StorageData> filled_storage(DType dtype, size_t numel, uint8_t s
   return s;
 }
 
-Value tensor(std::shared_ptr<StorageData> s, std::vector<int64_t> sizes, std::vector<int64_t> strides, int64_t offset = 0) {
+Value tensor(std::shared_ptr<StorageData> s, std::vector<int64_t> sizes, std::vector<int64_t> strides,
+             int64_t offset = 0) {
   TensorRef t;
   t.dtype = s->dtype();
   t.storage = std::move(s);
@@ -113,7 +114,8 @@ std::string saved_bytes(TempDir& dir) {
 
 const zip::Entry& entry(const std::vector<zip::Entry>& es, const std::string& suffix) {
   for (const auto& e : es)
-    if (e.name.size() >= suffix.size() && e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0) return e;
+    if (e.name.size() >= suffix.size() && e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return e;
   throw std::runtime_error("no entry " + suffix);
 }
 

@@ -58,8 +58,8 @@ TEST(AsyncSaver, AnUncollectedErrorSurfacesOnTheNextSave) {
   AsyncSaver saver;
   saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("missing/c.pt"));
   while (saver.pending() > 0) std::this_thread::yield();
-  expect_error([&] { saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("ok.pt")); }, ErrorKind::kNotFound,
-               "missing/c.pt");
+  expect_error([&] { saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("ok.pt")); },
+               ErrorKind::kNotFound, "missing/c.pt");
   saver.save(state_with(make_storage(DType::kInt64, 64)), dir.file("ok.pt"));
   saver.wait();
   EXPECT_TRUE(std::filesystem::exists(dir.file("ok.pt")));

@@ -9,8 +9,9 @@ namespace {
 
 using test::TempDir;
 
-const at::ScalarType kAllTypes[] = {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16, at::kLong, at::kInt,
-                                    at::kShort, at::kChar, at::kByte, at::kBool, at::kComplexFloat, at::kComplexDouble};
+const at::ScalarType kAllTypes[] = {at::kDouble, at::kFloat, at::kHalf,         at::kBFloat16,
+                                    at::kLong,   at::kInt,   at::kShort,        at::kChar,
+                                    at::kByte,   at::kBool,  at::kComplexFloat, at::kComplexDouble};
 
 TEST(Bridge, EveryDtypeRoundTrips) {
   TempDir dir;
@@ -106,7 +107,8 @@ TEST(Bridge, DifferentDtypesOverOneStorageAreRefused) {
   Value root = Value::new_dict();
   root.dict().set("f", Value(x));
   root.dict().set("i", Value(x.view(at::kInt)));
-  test::expect_error([&] { save(root, dir.file("x.pt")); }, ErrorKind::kInvalidArgument, "share a storage but have dtypes");
+  test::expect_error([&] { save(root, dir.file("x.pt")); }, ErrorKind::kInvalidArgument,
+                     "share a storage but have dtypes");
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ class FaultEnv : public io::Env {
   bool fail_sync = false;
   bool fail_rename = false;
   bool fail_sync_dir = false;
-  int64_t pause_after = -1;                // call on_pause once after this many bytes
+  int64_t pause_after = -1;  // call on_pause once after this many bytes
   std::function<void()> on_pause;
   int renames = 0;
   std::mutex mu_;

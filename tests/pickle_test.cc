@@ -24,10 +24,21 @@ Value unpickle_str(const std::string& bytes, pickle::Limits limits = {}) {
 //   {'a': [1, 2.5, 'xé', None, True, False, (1, 2), (1, 2, 3, 4), b'\x00\xff', 2**70, -2**70,
 //          -1, 300, 70000, -70000, 2**40], 'b': {1: 2, 'k': ()}, 's': {7}, 'f': frozenset([8])}
 const char* kProtocols[] = {
-    "80027d71002858010000006171015d7102284b01474004000000000000580300000078c3a971034e88894b014b02867104284b014b024b034b04747105635f636f646563730a656e636f64650a7106580300000000c3bf710758060000006c6174696e31710886710952710a8a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a0600000000000165580100000062710b7d710c284b014b0258010000006b710d2975580100000073710e635f5f6275696c74696e5f5f0a7365740a710f5d71104b07618571115271125801000000667113635f5f6275696c74696e5f5f0a66726f7a656e7365740a71145d71154b0861857116527117752e",
-    "80037d71002858010000006171015d7102284b01474004000000000000580300000078c3a971034e88894b014b02867104284b014b024b034b04747105430200ff71068a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a060000000000016558010000006271077d7108284b014b0258010000006b71092975580100000073710a636275696c74696e730a7365740a710b5d710c4b076185710d52710e580100000066710f636275696c74696e730a66726f7a656e7365740a71105d71114b0861857112527113752e",
-    "8004958b000000000000007d94288c0161945d94284b014740040000000000008c0378c3a9944e88894b014b028694284b014b024b034b047494430200ff948a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a06000000000001658c0162947d94284b014b028c016b9429758c0173948f94284b07908c016694284b089194752e",
-    "8005958b000000000000007d94288c0161945d94284b014740040000000000008c0378c3a9944e88894b014b028694284b014b024b034b047494430200ff948a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a06000000000001658c0162947d94284b014b028c016b9429758c0173948f94284b07908c016694284b089194752e",
+    "80027d71002858010000006171015d7102284b01474004000000000000580300000078c3a971034e88894b014b02867104284b014b024b034b"
+    "04747105635f636f646563730a656e636f64650a7106580300000000c3bf710758060000006c6174696e31710886710952710a8a0900000000"
+    "00000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a0600000000000165580100000062710b7d710c284b01"
+    "4b0258010000006b710d2975580100000073710e635f5f6275696c74696e5f5f0a7365740a710f5d71104b0761857111527112580100000066"
+    "7113635f5f6275696c74696e5f5f0a66726f7a656e7365740a71145d71154b0861857116527117752e",
+    "80037d71002858010000006171015d7102284b01474004000000000000580300000078c3a971034e88894b014b02867104284b014b024b034b"
+    "04747105430200ff71068a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a060000000000"
+    "016558010000006271077d7108284b014b0258010000006b71092975580100000073710a636275696c74696e730a7365740a710b5d710c4b07"
+    "6185710d52710e580100000066710f636275696c74696e730a66726f7a656e7365740a71105d71114b0861857112527113752e",
+    "8004958b000000000000007d94288c0161945d94284b014740040000000000008c0378c3a9944e88894b014b028694284b014b024b034b0474"
+    "94430200ff948a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a06000000000001658c01"
+    "62947d94284b014b028c016b9429758c0173948f94284b07908c016694284b089194752e",
+    "8005958b000000000000007d94288c0161945d94284b014740040000000000008c0378c3a9944e88894b014b028694284b014b024b034b0474"
+    "94430200ff948a090000000000000000408a090000000000000000c04affffffff4d2c014a701101004a90eefeff8a06000000000001658c01"
+    "62947d94284b014b028c016b9429758c0173948f94284b07908c016694284b089194752e",
 };
 
 TEST(Pickle, ReadsProtocols2To5) {
@@ -110,19 +121,41 @@ TEST(Pickle, WriterRoundTrip) {
 
 TEST(Pickle, RefusesForbiddenGlobals) {
   // cposix\nsystem\n(S'echo pwned'\ntR.
-  expect_error([] { unpickle_str(bin("\x80\x02" "cposix\nsystem\nX\x04\x00\x00\x00" "echo\x85R.")); },
-               ErrorKind::kUnsafe, "global 'posix.system' is not allowed");
-  expect_error([] { unpickle_str(bin("\x80\x02" "c__builtin__\neval\n.")); }, ErrorKind::kUnsafe,
-               "global 'builtins.eval'");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x02"
+                "cposix\nsystem\nX\x04\x00\x00\x00"
+                "echo\x85R."));
+      },
+      ErrorKind::kUnsafe, "global 'posix.system' is not allowed");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x02"
+                "c__builtin__\neval\n."));
+      },
+      ErrorKind::kUnsafe, "global 'builtins.eval'");
   // Protocol 4 STACK_GLOBAL spelling the same thing.
-  expect_error([] { unpickle_str(bin("\x80\x04\x8c\x02" "os\x8c\x06" "system\x93.")); }, ErrorKind::kUnsafe,
-               "global 'os.system'");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x04\x8c\x02"
+                "os\x8c\x06"
+                "system\x93."));
+      },
+      ErrorKind::kUnsafe, "global 'os.system'");
 }
 
 TEST(Pickle, RefusesCallingAValue) {
   // A dtype global is allowed as a value but may not be called.
-  expect_error([] { unpickle_str(bin("\x80\x02" "ctorch\nfloat32\n)R.")); }, ErrorKind::kUnsafe,
-               "'torch.float32' may not be called");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x02"
+                "ctorch\nfloat32\n)R."));
+      },
+      ErrorKind::kUnsafe, "'torch.float32' may not be called");
 }
 
 TEST(Pickle, RefusesProtocol0AndUnknownOpcodes) {
@@ -133,10 +166,22 @@ TEST(Pickle, RefusesProtocol0AndUnknownOpcodes) {
 
 TEST(Pickle, RefusesMalformedStreams) {
   expect_error([] { unpickle_str(bin("\x80\x02")); }, ErrorKind::kCorruption, "truncated");
-  expect_error([] { unpickle_str("\x80\x02" "a."); }, ErrorKind::kCorruption, "underflow");
+  expect_error(
+      [] {
+        unpickle_str(
+            "\x80\x02"
+            "a.");
+      },
+      ErrorKind::kCorruption, "underflow");
   expect_error([] { unpickle_str("\x80\x02h\x05."); }, ErrorKind::kCorruption, "memo key 5");
   expect_error([] { unpickle_str("\x80\x02NN."); }, ErrorKind::kCorruption, "STOP with 2 objects");
-  expect_error([] { unpickle_str("\x80\x02X\xff\xff\xff\x7f" "abc."); }, ErrorKind::kCorruption, "truncated");
+  expect_error(
+      [] {
+        unpickle_str(
+            "\x80\x02X\xff\xff\xff\x7f"
+            "abc.");
+      },
+      ErrorKind::kCorruption, "truncated");
   expect_error([] { unpickle_str("\x80\x02}]]s."); }, ErrorKind::kCorruption, "unhashable");
 }
 
@@ -150,10 +195,22 @@ TEST(Pickle, EveryPrefixFailsCleanly) {
 
 TEST(Pickle, RefusesCycles) {
   // l = []; l.append(l)
-  expect_error([] { unpickle_str(bin("\x80\x02]q\x00h\x00" "a.")); }, ErrorKind::kCorruption, "cyclic");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x02]q\x00h\x00"
+                "a."));
+      },
+      ErrorKind::kCorruption, "cyclic");
   // d = {}; d['d'] = [d]
-  expect_error([] { unpickle_str(bin("\x80\x02}q\x00X\x01\x00\x00\x00" "d]h\x00" "as.")); },
-               ErrorKind::kCorruption, "cyclic");
+  expect_error(
+      [] {
+        unpickle_str(
+            bin("\x80\x02}q\x00X\x01\x00\x00\x00"
+                "d]h\x00"
+                "as."));
+      },
+      ErrorKind::kCorruption, "cyclic");
 }
 
 std::string u32(uint32_t v) {
@@ -167,7 +224,7 @@ TEST(Pickle, RefusesExponentialExpansion) {
   std::string p = "\x80\x02]r" + u32(0);
   for (uint32_t i = 1; i <= 40; ++i)
     p += "]r" + u32(i) + "(j" + u32(i - 1) + "j" + u32(i - 1) + "e0";  // build, then POP it
-  p += "j" + u32(40) + "\x86.";                                          // (list_0, list_40)
+  p += "j" + u32(40) + "\x86.";                                        // (list_0, list_40)
   expect_error([&] { unpickle_str(p); }, ErrorKind::kCorruption, "expands to more than");
 }
 

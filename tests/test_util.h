@@ -16,7 +16,8 @@ namespace ckpt::test {
 
 inline std::string unhex(const std::string& hex) {
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -28,16 +29,22 @@ inline bool deep_equal(const Value& a, const Value& b, std::string* why, const s
   };
   if (a.kind() != b.kind()) return no(std::string("kind ") + a.kind_name() + " vs " + b.kind_name());
   switch (a.kind()) {
-    case Value::Kind::kNone: return true;
-    case Value::Kind::kBool: return a.to_bool() == b.to_bool() || no("bool");
-    case Value::Kind::kInt: return a.to_int() == b.to_int() || no("int");
-    case Value::Kind::kBigInt: return a.big_int_bytes() == b.big_int_bytes() || no("bigint");
+    case Value::Kind::kNone:
+      return true;
+    case Value::Kind::kBool:
+      return a.to_bool() == b.to_bool() || no("bool");
+    case Value::Kind::kInt:
+      return a.to_int() == b.to_int() || no("int");
+    case Value::Kind::kBigInt:
+      return a.big_int_bytes() == b.big_int_bytes() || no("bigint");
     case Value::Kind::kFloat: {
       double x = a.to_double(), y = b.to_double();
       return std::memcmp(&x, &y, 8) == 0 || no("float");
     }
-    case Value::Kind::kString: return a.to_string() == b.to_string() || no("str");
-    case Value::Kind::kBytes: return a.to_bytes() == b.to_bytes() || no("bytes");
+    case Value::Kind::kString:
+      return a.to_string() == b.to_string() || no("str");
+    case Value::Kind::kBytes:
+      return a.to_bytes() == b.to_bytes() || no("bytes");
     case Value::Kind::kList:
     case Value::Kind::kTuple: {
       if (a.items().size() != b.items().size()) return no("length");
@@ -51,7 +58,8 @@ inline bool deep_equal(const Value& a, const Value& b, std::string* why, const s
       if (x.size() != y.size()) return no("dict size");
       for (size_t i = 0; i < x.size(); ++i) {
         if (!deep_equal(x.items()[i].first, y.items()[i].first, why, path + "/<key>")) return false;
-        if (!deep_equal(x.items()[i].second, y.items()[i].second, why, path + "/" + short_repr(x.items()[i].first))) return false;
+        if (!deep_equal(x.items()[i].second, y.items()[i].second, why, path + "/" + short_repr(x.items()[i].first)))
+          return false;
       }
       return deep_equal(x.attributes(), y.attributes(), why, path + "/<attributes>");
     }

@@ -31,8 +31,9 @@ std::vector<std::string> keys_of(const Value& sd) {
 TEST(Module, StateDictUsesPythonNamesAndOrder) {
   Net net;
   Value sd = state_dict(*net);
-  EXPECT_EQ(keys_of(sd), (std::vector<std::string>{"fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "bn.running_mean",
-                                                   "bn.running_var", "bn.num_batches_tracked", "head.1.weight", "head.1.bias"}));
+  EXPECT_EQ(keys_of(sd),
+            (std::vector<std::string>{"fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "bn.running_mean",
+                                      "bn.running_var", "bn.num_batches_tracked", "head.1.weight", "head.1.bias"}));
   EXPECT_EQ(sd.dict().flavor(), Dict::Flavor::kOrderedDict);
   const Value& meta = sd.dict().attributes()["_metadata"];
   EXPECT_EQ(keys_of(meta), (std::vector<std::string>{"", "fc1", "bn", "head", "head.0", "head.1"}));
@@ -71,8 +72,9 @@ TEST(Module, StrictLoadReportsEverythingAtOnce) {
 
 TEST(Module, HintsThePrefixToStripOrAdd) {
   Net net;
-  expect_error([&] { load_state_dict(*net, add_prefix(state_dict(*Net()), "module.")); }, ErrorKind::kMismatch,
-               "carry the prefix 'module.' (saved from DataParallel/DDP); load ckpt::strip_prefix(state_dict, \"module.\")");
+  expect_error(
+      [&] { load_state_dict(*net, add_prefix(state_dict(*Net()), "module.")); }, ErrorKind::kMismatch,
+      "carry the prefix 'module.' (saved from DataParallel/DDP); load ckpt::strip_prefix(state_dict, \"module.\")");
   expect_error([&] { load_state_dict(*net, add_prefix(state_dict(*Net()), "_orig_mod.")); }, ErrorKind::kMismatch,
                "(saved from torch.compile)");
   EXPECT_NO_THROW(load_state_dict(*net, strip_prefix(add_prefix(state_dict(*Net()), "module."), "module.")));
@@ -87,8 +89,10 @@ TEST(Module, HintsMistypedKeysAndWholeCheckpoints) {
   Net net;
   Value sd = state_dict(*Net());
   Value renamed = Value::ordered_dict();
-  for (const auto& [k, v] : sd.dict()) renamed.dict().set(Value(k.to_string() == "fc1.bias" ? std::string("fc1.bais") : k.to_string()), v);
-  expect_error([&] { load_state_dict(*net, renamed); }, ErrorKind::kMismatch, "did you mean 'fc1.bais' for 'fc1.bias'?");
+  for (const auto& [k, v] : sd.dict())
+    renamed.dict().set(Value(k.to_string() == "fc1.bias" ? std::string("fc1.bais") : k.to_string()), v);
+  expect_error([&] { load_state_dict(*net, renamed); }, ErrorKind::kMismatch,
+               "did you mean 'fc1.bais' for 'fc1.bias'?");
   Value whole = Value::new_dict();
   whole.dict().set("model_state", sd);
   whole.dict().set("epoch", 3);
@@ -166,7 +170,8 @@ TEST(Checkpoint, MissingEntryNamesTheNearestKey) {
   st.model = net.ptr().get();
   st.optimizer = &sgd;
   st.rng = false;
-  expect_error([&] { st.load(dir.file("ck.pt")); }, ErrorKind::kNotFound, "ck.pt: key 'optimizer_state' not found; did you mean 'optimizer'?");
+  expect_error([&] { st.load(dir.file("ck.pt")); }, ErrorKind::kNotFound,
+               "ck.pt: key 'optimizer_state' not found; did you mean 'optimizer'?");
   st.keys.optimizer = "optimizer";
   EXPECT_NO_THROW(st.load(dir.file("ck.pt")));
 }

@@ -67,7 +67,8 @@ class StepLR : public LRScheduler {
 
 class MultiStepLR : public LRScheduler {
  public:
-  MultiStepLR(torch::optim::Optimizer& optimizer, std::vector<int64_t> milestones, double gamma = 0.1, int64_t last_epoch = -1);
+  MultiStepLR(torch::optim::Optimizer& optimizer, std::vector<int64_t> milestones, double gamma = 0.1,
+              int64_t last_epoch = -1);
 
  private:
   std::vector<double> compute_lr() override;

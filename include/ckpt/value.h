@@ -23,9 +23,18 @@ namespace ckpt {
 
 // The tensor element types of PyTorch 1.13's TypedStorage classes.
 enum class DType : uint8_t {
-  kFloat64, kFloat32, kFloat16, kBFloat16,
-  kInt64, kInt32, kInt16, kInt8, kUInt8, kBool,
-  kComplex64, kComplex128,
+  kFloat64,
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kInt64,
+  kInt32,
+  kInt16,
+  kInt8,
+  kUInt8,
+  kBool,
+  kComplex64,
+  kComplex128,
 };
 
 size_t element_size(DType dtype);
@@ -72,8 +81,17 @@ struct ObjectData;
 class Value {
  public:
   enum class Kind : uint8_t {
-    kNone, kBool, kInt, kBigInt, kFloat, kString, kBytes,
-    kList, kTuple, kDict, kTensor,
+    kNone,
+    kBool,
+    kInt,
+    kBigInt,
+    kFloat,
+    kString,
+    kBytes,
+    kList,
+    kTuple,
+    kDict,
+    kTensor,
     // An allowlisted Python object kept verbatim for round trips: torch.device('cpu'),
     // torch.Size([2, 3]), set, frozenset, complex, bytearray, or a dtype like torch.float16.
     kObject,
@@ -100,8 +118,8 @@ class Value {
   static Value big_int(std::string le_bytes);
   static Value list(std::vector<Value> items = {});
   static Value tuple(std::vector<Value> items = {});
-  static Value new_dict();       // a plain Python dict
-  static Value ordered_dict();   // an empty collections.OrderedDict (what state_dict() returns)
+  static Value new_dict();      // a plain Python dict
+  static Value ordered_dict();  // an empty collections.OrderedDict (what state_dict() returns)
   // `type` is "module.name"; args is a tuple (or None for an uncalled global such as a dtype).
   static Value object(std::string type, Value args);
   static Value object(std::string type);

@@ -8,7 +8,8 @@ Value TrainingState::to_value() const {
   Value v = Value::new_dict();
   Dict& d = v.dict();
   if (model) d.set(keys.model, state_dict(*model));
-  if (optimizer) d.set(keys.optimizer, optimizer_state_dict(*optimizer, scheduler ? scheduler->group_extras() : GroupExtras{}));
+  if (optimizer)
+    d.set(keys.optimizer, optimizer_state_dict(*optimizer, scheduler ? scheduler->group_extras() : GroupExtras{}));
   if (scheduler) d.set(keys.scheduler, scheduler->state_dict());
   d.set(keys.epoch, epoch);
   d.set(keys.step, step);
@@ -37,7 +38,8 @@ void TrainingState::restore(const Value& ck, bool strict) {
   if (model)
     if (const Value* v = entry(keys.model)) with_context(keys.model, [&] { load_state_dict(*model, *v, strict); });
   if (optimizer)
-    if (const Value* v = entry(keys.optimizer)) with_context(keys.optimizer, [&] { load_optimizer_state_dict(*optimizer, *v); });
+    if (const Value* v = entry(keys.optimizer))
+      with_context(keys.optimizer, [&] { load_optimizer_state_dict(*optimizer, *v); });
   if (scheduler)
     if (const Value* v = entry(keys.scheduler)) with_context(keys.scheduler, [&] { scheduler->load_state_dict(*v); });
   if (data)
@@ -47,7 +49,8 @@ void TrainingState::restore(const Value& ck, bool strict) {
   if (const Value* v = ck.dict().find(keys.epoch)) epoch = v->to_int();
   if (const Value* v = ck.dict().find(keys.step)) step = v->to_int();
   if (const Value* v = ck.dict().find(keys.metrics)) metrics = *v;
-  std::vector<std::string> known = {keys.model, keys.optimizer, keys.scheduler, keys.epoch, keys.step, keys.rng, keys.data, keys.metrics};
+  std::vector<std::string> known = {keys.model, keys.optimizer, keys.scheduler, keys.epoch,
+                                    keys.step,  keys.rng,       keys.data,      keys.metrics};
   for (const auto& [name, _] : objects) known.push_back(name);
   extra = Value::new_dict();
   for (const auto& [k, x] : ck.dict())
@@ -56,7 +59,9 @@ void TrainingState::restore(const Value& ck, bool strict) {
     if (const Value* v = entry(keys.rng)) with_context(keys.rng, [&] { set_rng_state(v->to_tensor()); });
 }
 
-void TrainingState::save(const std::string& path, const SaveOptions& options) const { ckpt::save(to_value(), path, options); }
+void TrainingState::save(const std::string& path, const SaveOptions& options) const {
+  ckpt::save(to_value(), path, options);
+}
 
 void TrainingState::load(const std::string& path, const LoadOptions& options, bool strict) {
   Value ck = ckpt::load(path, options);

@@ -27,7 +27,9 @@ std::vector<double> to_doubles(const Value& v) {
 }
 
 // Python keeps momentum in the group as 'momentum' (SGD, RMSprop) or betas[0] (Adam, AdamW).
-bool uses_betas(const Optimizer& o) { return dynamic_cast<const Adam*>(&o) || dynamic_cast<const AdamW*>(&o); }
+bool uses_betas(const Optimizer& o) {
+  return dynamic_cast<const Adam*>(&o) || dynamic_cast<const AdamW*>(&o);
+}
 
 }  // namespace
 
@@ -118,8 +120,10 @@ MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, 
     : LRScheduler(optimizer, last_epoch), gamma_(gamma) {
   for (int64_t m : milestones) {
     auto it = std::find_if(milestones_.begin(), milestones_.end(), [&](const auto& p) { return p.first == m; });
-    if (it == milestones_.end()) milestones_.emplace_back(m, 1);
-    else ++it->second;
+    if (it == milestones_.end())
+      milestones_.emplace_back(m, 1);
+    else
+      ++it->second;
   }
   initial_step();
 }
@@ -164,8 +168,12 @@ std::vector<double> ExponentialLR::compute_lr() {
   return lrs;
 }
 
-void ExponentialLR::save_hyperparameters(Dict& d) const { d.set("gamma", gamma_); }
-void ExponentialLR::load_hyperparameters(const Dict& d) { gamma_ = d.find("gamma")->to_double(); }
+void ExponentialLR::save_hyperparameters(Dict& d) const {
+  d.set("gamma", gamma_);
+}
+void ExponentialLR::load_hyperparameters(const Dict& d) {
+  gamma_ = d.find("gamma")->to_double();
+}
 
 // --- CosineAnnealingLR ---------------------------------------------------------------------------
 
@@ -209,9 +217,14 @@ void CosineAnnealingLR::load_hyperparameters(const Dict& d) {
 
 // --- LinearLR ------------------------------------------------------------------------------------
 
-LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, int64_t total_iters, int64_t last_epoch)
-    : LRScheduler(optimizer, last_epoch), start_factor_(start_factor), end_factor_(end_factor), total_iters_(total_iters) {
-  if (start_factor > 1.0 || start_factor <= 0) fail(ErrorKind::kInvalidArgument, "LinearLR: start_factor must be in (0, 1]");
+LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, int64_t total_iters,
+                   int64_t last_epoch)
+    : LRScheduler(optimizer, last_epoch),
+      start_factor_(start_factor),
+      end_factor_(end_factor),
+      total_iters_(total_iters) {
+  if (start_factor > 1.0 || start_factor <= 0)
+    fail(ErrorKind::kInvalidArgument, "LinearLR: start_factor must be in (0, 1]");
   if (end_factor > 1.0 || end_factor < 0) fail(ErrorKind::kInvalidArgument, "LinearLR: end_factor must be in [0, 1]");
   initial_step();
 }
@@ -224,9 +237,9 @@ std::vector<double> LinearLR::compute_lr() {
   }
   if (last_epoch_ > total_iters_) return lrs;
   for (double& lr : lrs)
-    lr = lr * (1. + (end_factor_ - start_factor_) /
-                        (static_cast<double>(total_iters_) * start_factor_ +
-                         static_cast<double>(last_epoch_ - 1) * (end_factor_ - start_factor_)));
+    lr = lr *
+         (1. + (end_factor_ - start_factor_) / (static_cast<double>(total_iters_) * start_factor_ +
+                                                static_cast<double>(last_epoch_ - 1) * (end_factor_ - start_factor_)));
   return lrs;
 }
 
@@ -247,7 +260,8 @@ void LinearLR::load_hyperparameters(const Dict& d) {
 OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& o, int64_t last_epoch)
     : LRScheduler(optimizer, last_epoch), total_steps_(o.total_steps()), cycle_momentum_(o.cycle_momentum()) {
   if (o.total_steps() <= 0) fail(ErrorKind::kInvalidArgument, "OneCycleLR: total_steps must be positive");
-  if (o.pct_start() < 0 || o.pct_start() > 1) fail(ErrorKind::kInvalidArgument, "OneCycleLR: pct_start must be in [0, 1]");
+  if (o.pct_start() < 0 || o.pct_start() > 1)
+    fail(ErrorKind::kInvalidArgument, "OneCycleLR: pct_start must be in [0, 1]");
   if (o.anneal_strategy() != "cos" && o.anneal_strategy() != "linear")
     fail(ErrorKind::kInvalidArgument, "OneCycleLR: anneal_strategy must be 'cos' or 'linear'");
   cos_ = o.anneal_strategy() == "cos";
@@ -299,16 +313,21 @@ double OneCycleLR::group_value(size_t g, const std::string& name) const {
 
 void OneCycleLR::set_momentum(size_t g, double m) {
   auto& opts = optimizer_.param_groups()[g].options();
-  if (auto* a = dynamic_cast<AdamOptions*>(&opts)) a->betas(std::make_tuple(m, std::get<1>(a->betas())));
-  else if (auto* w = dynamic_cast<AdamWOptions*>(&opts)) w->betas(std::make_tuple(m, std::get<1>(w->betas())));
-  else if (auto* s = dynamic_cast<SGDOptions*>(&opts)) s->momentum(m);
-  else if (auto* r = dynamic_cast<RMSpropOptions*>(&opts)) r->momentum(m);
+  if (auto* a = dynamic_cast<AdamOptions*>(&opts))
+    a->betas(std::make_tuple(m, std::get<1>(a->betas())));
+  else if (auto* w = dynamic_cast<AdamWOptions*>(&opts))
+    w->betas(std::make_tuple(m, std::get<1>(w->betas())));
+  else if (auto* s = dynamic_cast<SGDOptions*>(&opts))
+    s->momentum(m);
+  else if (auto* r = dynamic_cast<RMSpropOptions*>(&opts))
+    r->momentum(m);
 }
 
 std::vector<double> OneCycleLR::compute_lr() {
   const double step_num = static_cast<double>(last_epoch_);
   if (last_epoch_ > total_steps_)
-    fail(ErrorKind::kInvalidArgument, "OneCycleLR: tried to step ", last_epoch_ + 1, " times; total_steps is ", total_steps_);
+    fail(ErrorKind::kInvalidArgument, "OneCycleLR: tried to step ", last_epoch_ + 1, " times; total_steps is ",
+         total_steps_);
   std::vector<double> lrs;
   for (size_t g = 0; g < optimizer_.param_groups().size(); ++g) {
     double start_step = 0, lr = 0, momentum = 0;
@@ -377,7 +396,8 @@ GroupExtras OneCycleLR::group_extras() const {
 
 ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const Options& o) : optimizer_(optimizer), o_(o) {
   if (o.factor() >= 1.0) fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: factor must be < 1");
-  if (o.mode() != "min" && o.mode() != "max") fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: mode must be 'min' or 'max'");
+  if (o.mode() != "min" && o.mode() != "max")
+    fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: mode must be 'min' or 'max'");
   if (o.threshold_mode() != "rel" && o.threshold_mode() != "abs")
     fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs'");
   min_lrs_.assign(optimizer.param_groups().size(), o.min_lr());

@@ -43,13 +43,17 @@ void collect(const torch::nn::Module& m, const std::string& prefix, Dict& out, D
   meta.set(prefix.empty() ? std::string() : prefix.substr(0, prefix.size() - 1), version);
   for (const auto& p : m.named_parameters(/*recurse=*/false)) {
     if (!p.value().defined()) continue;
-    if (live) live->emplace_back(prefix + p.key(), p.value());
-    else out.set(prefix + p.key(), Value(p.value().detach()));
+    if (live)
+      live->emplace_back(prefix + p.key(), p.value());
+    else
+      out.set(prefix + p.key(), Value(p.value().detach()));
   }
   for (const auto& b : m.named_buffers(/*recurse=*/false)) {
     if (!b.value().defined()) continue;
-    if (live) live->emplace_back(prefix + b.key(), b.value());
-    else out.set(prefix + b.key(), Value(b.value().detach()));
+    if (live)
+      live->emplace_back(prefix + b.key(), b.value());
+    else
+      out.set(prefix + b.key(), Value(b.value().detach()));
   }
   for (const auto& c : m.named_children()) collect(*c.value(), prefix + c.key() + ".", out, meta, live);
 }
@@ -58,7 +62,8 @@ void collect(const torch::nn::Module& m, const std::string& prefix, Dict& out, D
 std::string load_hint(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected,
                       const Value& sd) {
   auto all_start_with = [](const std::vector<std::string>& keys, const std::string& p) {
-    return !keys.empty() && std::all_of(keys.begin(), keys.end(), [&](const std::string& k) { return k.rfind(p, 0) == 0; });
+    return !keys.empty() &&
+           std::all_of(keys.begin(), keys.end(), [&](const std::string& k) { return k.rfind(p, 0) == 0; });
   };
   for (const char* p : {"module.", "_orig_mod.", "model.", "module.module."}) {
     if (all_start_with(unexpected, p)) {
@@ -66,8 +71,9 @@ std::string load_hint(const std::vector<std::string>& missing, const std::vector
       for (const auto& k : unexpected) stripped.insert(k.substr(std::strlen(p)));
       if (std::all_of(missing.begin(), missing.end(), [&](const std::string& k) { return stripped.count(k); }))
         return str_cat("the checkpoint's keys carry the prefix '", p, "'",
-                       std::string(p) == "module." ? " (saved from DataParallel/DDP)" :
-                       std::string(p) == "_orig_mod." ? " (saved from torch.compile)" : "",
+                       std::string(p) == "module."      ? " (saved from DataParallel/DDP)"
+                       : std::string(p) == "_orig_mod." ? " (saved from torch.compile)"
+                                                        : "",
                        "; load ckpt::strip_prefix(state_dict, \"", p, "\")");
     }
   }
@@ -78,8 +84,10 @@ std::string load_hint(const std::vector<std::string>& missing, const std::vector
       std::string p = missing[0].substr(0, dot + 1);
       if (all_start_with(missing, p)) {
         std::set<std::string> have(unexpected.begin(), unexpected.end());
-        if (std::all_of(missing.begin(), missing.end(), [&](const std::string& k) { return have.count(k.substr(p.size())); }))
-          return str_cat("the model's keys carry the prefix '", p, "' that the checkpoint's lack; load ckpt::add_prefix(state_dict, \"", p, "\")");
+        if (std::all_of(missing.begin(), missing.end(),
+                        [&](const std::string& k) { return have.count(k.substr(p.size())); }))
+          return str_cat("the model's keys carry the prefix '", p,
+                         "' that the checkpoint's lack; load ckpt::add_prefix(state_dict, \"", p, "\")");
       }
     }
   }
@@ -155,12 +163,16 @@ LoadStateDictResult load_state_dict(torch::nn::Module& module, const Value& sd, 
   }
   if (strict && (!r.missing_keys.empty() || !r.unexpected_keys.empty() || !r.mismatched.empty())) {
     std::string msg = "load_state_dict:";
-    if (!r.missing_keys.empty()) msg += str_cat(" ", r.missing_keys.size(), " missing key(s): ", join(r.missing_keys), ";");
-    if (!r.unexpected_keys.empty()) msg += str_cat(" ", r.unexpected_keys.size(), " unexpected key(s): ", join(r.unexpected_keys), ";");
+    if (!r.missing_keys.empty())
+      msg += str_cat(" ", r.missing_keys.size(), " missing key(s): ", join(r.missing_keys), ";");
+    if (!r.unexpected_keys.empty())
+      msg += str_cat(" ", r.unexpected_keys.size(), " unexpected key(s): ", join(r.unexpected_keys), ";");
     if (!r.mismatched.empty()) msg += str_cat(" ", r.mismatched.size(), " mismatch(es): ", join(r.mismatched, 4), ";");
     std::string hint = load_hint(r.missing_keys, r.unexpected_keys, sd);
-    if (!hint.empty()) msg += " hint: " + hint;
-    else msg.pop_back();
+    if (!hint.empty())
+      msg += " hint: " + hint;
+    else
+      msg.pop_back();
     fail(ErrorKind::kMismatch, msg);
   }
   torch::NoGradGuard no_grad;
@@ -177,15 +189,21 @@ Value map_keys(const Value& sd, const std::string& prefix, bool strip) {
       continue;
     }
     const std::string& s = k.to_string();
-    if (strip) out.set(s.rfind(prefix, 0) == 0 ? s.substr(prefix.size()) : s, v);
-    else out.set(prefix + s, v);
+    if (strip)
+      out.set(s.rfind(prefix, 0) == 0 ? s.substr(prefix.size()) : s, v);
+    else
+      out.set(prefix + s, v);
   }
   return Value(std::move(out));
 }
 }  // namespace
 
-Value strip_prefix(const Value& sd, const std::string& prefix) { return map_keys(sd, prefix, true); }
-Value add_prefix(const Value& sd, const std::string& prefix) { return map_keys(sd, prefix, false); }
+Value strip_prefix(const Value& sd, const std::string& prefix) {
+  return map_keys(sd, prefix, true);
+}
+Value add_prefix(const Value& sd, const std::string& prefix) {
+  return map_keys(sd, prefix, false);
+}
 
 // --- optimizers ----------------------------------------------------------------------------------
 
@@ -207,22 +225,34 @@ OptKind kind_of(const Optimizer& o) {
 
 const char* kind_name(OptKind k) {
   switch (k) {
-    case OptKind::kSGD: return "SGD";
-    case OptKind::kAdam: return "Adam";
-    case OptKind::kAdamW: return "AdamW";
-    case OptKind::kRMSprop: return "RMSprop";
-    case OptKind::kAdagrad: return "Adagrad";
-    case OptKind::kLBFGS: return "LBFGS";
+    case OptKind::kSGD:
+      return "SGD";
+    case OptKind::kAdam:
+      return "Adam";
+    case OptKind::kAdamW:
+      return "AdamW";
+    case OptKind::kRMSprop:
+      return "RMSprop";
+    case OptKind::kAdagrad:
+      return "Adagrad";
+    case OptKind::kLBFGS:
+      return "LBFGS";
   }
   return "?";
 }
 
-std::string key_of(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+std::string key_of(const at::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
 
 // Python's defaults for these are the int 0; keep that type when the value is 0.
-Value zero_as_int(double v) { return v == 0.0 ? Value(0) : Value(v); }
+Value zero_as_int(double v) {
+  return v == 0.0 ? Value(0) : Value(v);
+}
 
-Value step_tensor(int64_t step) { return Value(at::scalar_tensor(static_cast<double>(step), at::kFloat)); }
+Value step_tensor(int64_t step) {
+  return Value(at::scalar_tensor(static_cast<double>(step), at::kFloat));
+}
 
 void put(Dict& d, const char* key, const at::Tensor& t) {
   if (t.defined()) d.set(key, Value(t));
@@ -319,7 +349,9 @@ Value param_state_dict(OptKind kind, const OptimizerParamState& ps) {
   Value v = Value::new_dict();
   Dict& d = v.dict();
   switch (kind) {
-    case OptKind::kSGD: put(d, "momentum_buffer", static_cast<const SGDParamState&>(ps).momentum_buffer()); break;
+    case OptKind::kSGD:
+      put(d, "momentum_buffer", static_cast<const SGDParamState&>(ps).momentum_buffer());
+      break;
     case OptKind::kAdam: {
       const auto& s = static_cast<const AdamParamState&>(ps);
       d.set("step", step_tensor(s.step()));
@@ -390,7 +422,8 @@ bool flag(const Dict& g, const char* key, bool fallback) {
 void refuse_true(const Dict& g, const char* key, OptKind kind) {
   const Value* v = g.find(key);
   if (v && v->is_bool() && v->to_bool())
-    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: ", key, "=True is not supported by LibTorch's ", kind_name(kind));
+    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: ", key, "=True is not supported by LibTorch's ",
+         kind_name(kind));
 }
 
 int64_t step_of(const Value* v) {
@@ -402,7 +435,8 @@ int64_t step_of(const Value* v) {
 at::Tensor state_tensor(const Dict& s, const char* key, const at::Tensor& param) {
   const Value* v = s.find(key);
   if (v == nullptr || v->is_none()) return {};
-  if (!v->is_tensor()) fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state '", key, "' is ", v->kind_name(), ", not a tensor");
+  if (!v->is_tensor())
+    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state '", key, "' is ", v->kind_name(), ", not a tensor");
   at::Tensor t = v->to_tensor();
   if (t.is_floating_point() && param.is_floating_point()) t = t.to(param.dtype());
   // LBFGS keeps flat or scalar tensors (d, prev_flat_grad, H_diag): only per-parameter state
@@ -437,11 +471,17 @@ void load_group(OptKind kind, OptimizerOptions& o, const Dict& g) {
                      : std::make_tuple(0.9, 0.999);
       if (kind == OptKind::kAdam) {
         auto& s = static_cast<AdamOptions&>(o);
-        s.lr(num(g, "lr", s.lr())).betas(b).eps(num(g, "eps", s.eps())).weight_decay(num(g, "weight_decay", s.weight_decay()));
+        s.lr(num(g, "lr", s.lr()))
+            .betas(b)
+            .eps(num(g, "eps", s.eps()))
+            .weight_decay(num(g, "weight_decay", s.weight_decay()));
         s.amsgrad(flag(g, "amsgrad", false));
       } else {
         auto& s = static_cast<AdamWOptions&>(o);
-        s.lr(num(g, "lr", s.lr())).betas(b).eps(num(g, "eps", s.eps())).weight_decay(num(g, "weight_decay", s.weight_decay()));
+        s.lr(num(g, "lr", s.lr()))
+            .betas(b)
+            .eps(num(g, "eps", s.eps()))
+            .weight_decay(num(g, "weight_decay", s.weight_decay()));
         s.amsgrad(flag(g, "amsgrad", false));
       }
       break;
@@ -463,10 +503,13 @@ void load_group(OptKind kind, OptimizerOptions& o, const Dict& g) {
       s.lr(num(g, "lr", s.lr()));
       if (const Value* v = g.find("max_iter")) s.max_iter(v->to_int());
       if (const Value* v = g.find("max_eval"); v && !v->is_none()) s.max_eval(v->to_int());
-      s.tolerance_grad(num(g, "tolerance_grad", s.tolerance_grad())).tolerance_change(num(g, "tolerance_change", s.tolerance_change()));
+      s.tolerance_grad(num(g, "tolerance_grad", s.tolerance_grad()))
+          .tolerance_change(num(g, "tolerance_change", s.tolerance_change()));
       if (const Value* v = g.find("history_size")) s.history_size(v->to_int());
-      if (const Value* v = g.find("line_search_fn"); v && v->is_string()) s.line_search_fn(v->to_string());
-      else s.line_search_fn(c10::nullopt);
+      if (const Value* v = g.find("line_search_fn"); v && v->is_string())
+        s.line_search_fn(v->to_string());
+      else
+        s.line_search_fn(c10::nullopt);
       break;
     }
   }
@@ -580,8 +623,11 @@ void load_optimizer_state_dict(Optimizer& optimizer, const Value& sd) {
   state.clear();
   for (const auto& [k, v] : sd["state"].dict()) {
     auto it = by_id.find(k.to_int());
-    if (it == by_id.end()) fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state for unknown parameter ", short_repr(k));
-    if (!v.is_dict()) fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state of parameter ", short_repr(k), " is ", v.kind_name());
+    if (it == by_id.end())
+      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state for unknown parameter ", short_repr(k));
+    if (!v.is_dict())
+      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state of parameter ", short_repr(k), " is ",
+           v.kind_name());
     if (auto ps = load_param_state(kind, v.dict(), it->second)) state[key_of(it->second)] = std::move(ps);
   }
 }
@@ -597,7 +643,8 @@ at::Tensor get_rng_state() {
 void set_rng_state(const at::Tensor& state) {
   if (!state.defined() || state.scalar_type() != at::kByte || state.numel() != 5056)
     fail(ErrorKind::kMismatch, "set_rng_state: expected a uint8 tensor of 5056 bytes (torch.get_rng_state()), got ",
-         state.defined() ? str_cat(c10::toString(state.scalar_type()), " of ", state.numel(), " elements") : "undefined");
+         state.defined() ? str_cat(c10::toString(state.scalar_type()), " of ", state.numel(), " elements")
+                         : "undefined");
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state.contiguous());
@@ -605,7 +652,8 @@ void set_rng_state(const at::Tensor& state) {
 
 // --- sampler -------------------------------------------------------------------------------------
 
-ResumableSampler::ResumableSampler(int64_t size, bool shuffle, uint64_t seed) : size_(size), shuffle_(shuffle), seed_(seed) {
+ResumableSampler::ResumableSampler(int64_t size, bool shuffle, uint64_t seed)
+    : size_(size), shuffle_(shuffle), seed_(seed) {
   if (size < 0) fail(ErrorKind::kInvalidArgument, "ResumableSampler: negative size");
   set_epoch(0);
 }
@@ -614,7 +662,8 @@ void ResumableSampler::set_epoch(int64_t epoch) {
   epoch_ = epoch;
   index_ = 0;
   if (shuffle_) {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed_ ^ (static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ull));
+    at::Generator gen =
+        at::make_generator<at::CPUGeneratorImpl>(seed_ ^ (static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ull));
     order_ = at::randperm(size_, gen, at::TensorOptions().dtype(at::kLong));
   } else {
     order_ = at::arange(size_, at::kLong);
@@ -645,7 +694,8 @@ Value ResumableSampler::state_dict() const {
 void ResumableSampler::load_state_dict(const Value& state) {
   int64_t size = state["size"].to_int();
   if (size != size_)
-    fail(ErrorKind::kMismatch, "ResumableSampler: the checkpoint's dataset has ", size, " samples but this one has ", size_);
+    fail(ErrorKind::kMismatch, "ResumableSampler: the checkpoint's dataset has ", size, " samples but this one has ",
+         size_);
   shuffle_ = state["shuffle"].to_bool();
   seed_ = static_cast<uint64_t>(state["seed"].to_int());
   epoch_ = state["epoch"].to_int();
@@ -654,7 +704,8 @@ void ResumableSampler::load_state_dict(const Value& state) {
   if (order.scalar_type() != at::kLong || order.numel() != size_)
     fail(ErrorKind::kMismatch, "ResumableSampler: saved order has ", order.numel(), " entries, expected ", size_);
   order_ = order.clone();
-  if (index_ < 0 || index_ > size_) fail(ErrorKind::kCorruption, "ResumableSampler: position ", index_, " outside [0, ", size_, "]");
+  if (index_ < 0 || index_ > size_)
+    fail(ErrorKind::kCorruption, "ResumableSampler: position ", index_, " outside [0, ", size_, "]");
 }
 
 }  // namespace ckpt

@@ -6,9 +6,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
-#include <map>
 #include <unordered_map>
 
 #include "format/pickle.h"
@@ -45,8 +45,12 @@ constexpr uint64_t kBlock = io::MappedFile::direct_read_alignment();
 constexpr uint64_t kPiece = uint64_t{8} << 20;       // unit of parallel reading
 constexpr uint64_t kOwnMapping = uint64_t{1} << 20;  // storages this big get their own mapping
 
-uint64_t align_down(uint64_t x) { return x / kBlock * kBlock; }
-uint64_t align_up(uint64_t x) { return (x + kBlock - 1) / kBlock * kBlock; }
+uint64_t align_down(uint64_t x) {
+  return x / kBlock * kBlock;
+}
+uint64_t align_up(uint64_t x) {
+  return (x + kBlock - 1) / kBlock * kBlock;
+}
 
 // Memory for an eagerly loaded storage of at least kOwnMapping bytes: its own anonymous
 // mapping, laid out so that data() is congruent to the record's file offset modulo the block
@@ -111,7 +115,7 @@ class ArenaSlice final : public StorageData {
 // A storage record to fill from the file, and the CRC of each of its pieces, in order.
 struct FillJob {
   const zip::Entry* entry;
-  std::byte* dst;               // null for a small record: placed in its run's arena
+  std::byte* dst;  // null for a small record: placed in its run's arena
   ArenaSlice* slice = nullptr;
   std::vector<uint32_t> piece_crcs;
   std::vector<uint64_t> piece_lens;
@@ -157,10 +161,13 @@ PidInfo parse_pid(const Value& pid, size_t expected_len) {
   const auto& t = pid.items();
   if (t[0].to_string() != "storage")
     fail(ErrorKind::kUnsafe, "persistent id of kind '", t[0].to_string(), "' (only storages are allowed)");
-  if (t.size() != expected_len) fail(ErrorKind::kCorruption, "storage persistent id has ", t.size(), " fields, expected ", expected_len);
+  if (t.size() != expected_len)
+    fail(ErrorKind::kCorruption, "storage persistent id has ", t.size(), " fields, expected ", expected_len);
   if (!t[1].is_object()) fail(ErrorKind::kCorruption, "storage type is ", t[1].kind_name());
   auto dtype = dtype_of_storage_class(t[1].object_type());
-  if (!dtype) fail(ErrorKind::kUnsupported, "storage type '", t[1].object_type(), "' is not supported (quantized tensors are not)");
+  if (!dtype)
+    fail(ErrorKind::kUnsupported, "storage type '", t[1].object_type(),
+         "' is not supported (quantized tensors are not)");
   if (!t[2].is_string()) fail(ErrorKind::kCorruption, "storage key is ", t[2].kind_name());
   if (!t[3].is_string()) fail(ErrorKind::kCorruption, "storage location is ", t[3].kind_name());
   if (!t[4].is_int() || t[4].to_int() < 0) fail(ErrorKind::kCorruption, "storage size is not a non-negative int");
@@ -170,7 +177,8 @@ PidInfo parse_pid(const Value& pid, size_t expected_len) {
 uint64_t checked_nbytes(uint64_t numel, DType dtype, uint64_t file_size, const std::string& key) {
   uint64_t elem = element_size(dtype);
   if (numel > file_size / elem)
-    fail(ErrorKind::kCorruption, "storage '", key, "' claims ", numel, " elements of ", elem, " bytes, more than the file holds (", file_size, " bytes)");
+    fail(ErrorKind::kCorruption, "storage '", key, "' claims ", numel, " elements of ", elem,
+         " bytes, more than the file holds (", file_size, " bytes)");
   return numel * elem;
 }
 
@@ -190,11 +198,11 @@ class ArchiveReader {
     if (size >= 4 && load_le32(p) == 0x04034b50) return read_zip();
     // Legacy files start with the pickled magic number (torch honours pickle_protocol there).
     if (size >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5) return read_legacy();
-    if (size >= 8 && std::memcmp(p, "PYTORCH1", 8) == 0)
-      fail(ErrorKind::kUnsupported, "pre-1.0 'PYTORCH1' archive");
+    if (size >= 8 && std::memcmp(p, "PYTORCH1", 8) == 0) fail(ErrorKind::kUnsupported, "pre-1.0 'PYTORCH1' archive");
     std::string head;
     for (uint64_t i = 0; i < std::min<uint64_t>(size, 4); ++i) head += str_cat(i ? " " : "", hex32(p[i]).substr(8));
-    fail(ErrorKind::kCorruption, "not a PyTorch checkpoint (neither a zip archive nor a legacy pickle; starts with ", head, ")");
+    fail(ErrorKind::kCorruption, "not a PyTorch checkpoint (neither a zip archive nor a legacy pickle; starts with ",
+         head, ")");
   }
 
  private:
@@ -210,7 +218,8 @@ class ArchiveReader {
     if (stored == 0 && n > 0) return;  // written without CRCs (torch 2.6+ option): unchecked
     uint32_t crc = crc32_parallel(data, static_cast<size_t>(n));
     if (crc != stored)
-      fail(ErrorKind::kCorruption, "record '", name, "': CRC-32 mismatch (stored ", hex32(stored), ", computed ", hex32(crc), ")");
+      fail(ErrorKind::kCorruption, "record '", name, "': CRC-32 mismatch (stored ", hex32(stored), ", computed ",
+           hex32(crc), ")");
     if (rr) rr->crc_checked = true;
   }
 
@@ -236,7 +245,8 @@ class ArchiveReader {
       by_name[e.name.substr(prefix.size())] = &e;
     }
     if (by_name.count("constants.pkl"))
-      fail(ErrorKind::kUnsupported, "a TorchScript archive (torch.jit.save / LibTorch torch::save), not a torch.save checkpoint");
+      fail(ErrorKind::kUnsupported,
+           "a TorchScript archive (torch.jit.save / LibTorch torch::save), not a torch.save checkpoint");
     auto record = [&](const std::string& n) -> const zip::Entry* {
       auto it = by_name.find(n);
       return it == by_name.end() ? nullptr : it->second;
@@ -257,21 +267,26 @@ class ArchiveReader {
     std::string text = read_small(*version);
     uint64_t v = 0;
     size_t digits = 0;
-    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9' && digits < 6) v = v * 10 + uint64_t(text[digits++] - '0');
-    if (digits == 0 || v < 1 || v > 10) fail(ErrorKind::kUnsupported, "archive format version '", text.substr(0, 16), "' (supported: 1 to 10)");
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9' && digits < 6)
+      v = v * 10 + uint64_t(text[digits++] - '0');
+    if (digits == 0 || v < 1 || v > 10)
+      fail(ErrorKind::kUnsupported, "archive format version '", text.substr(0, 16), "' (supported: 1 to 10)");
 
     bool big_endian = false;
     if (const zip::Entry* bo = record("byteorder")) {
       std::string order = read_small(*bo);
-      if (order == "big") big_endian = true;
-      else if (order != "little") fail(ErrorKind::kCorruption, "byteorder record says '", order.substr(0, 16), "'");
+      if (order == "big")
+        big_endian = true;
+      else if (order != "little")
+        fail(ErrorKind::kCorruption, "byteorder record says '", order.substr(0, 16), "'");
     }
 
     const zip::Entry* pkl = record("data.pkl");
     if (!pkl) fail(ErrorKind::kCorruption, "archive has no 'data.pkl' record");
     std::string pickle_bytes;
     zip::read_entry(file_->data(), size, *pkl, &pickle_bytes);
-    check_crc(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()), pickle_bytes.size(), pkl->crc32, nullptr);
+    check_crc(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()), pickle_bytes.size(), pkl->crc32,
+              nullptr);
 
     auto load = [&](const Value& pid) -> Value {
       PidInfo info = parse_pid(pid, 5);
@@ -284,7 +299,8 @@ class ArchiveReader {
           fail(ErrorKind::kCorruption, "record '", e->name, "' has ", e->size, " bytes but its storage needs ",
                info.numel, " x ", elem, "-byte ", dtype_name(info.dtype));
         const uint64_t nbytes = e->size;
-        bool mappable = options_.mmap && e->method == 0 && !big_endian && e->data_offset % element_size(info.dtype) == 0;
+        bool mappable =
+            options_.mmap && e->method == 0 && !big_endian && e->data_offset % element_size(info.dtype) == 0;
         if (mappable) {
           ps.storage = std::make_shared<MappedStorage>(file_, e->data_offset, static_cast<size_t>(nbytes), info.dtype);
           mapped_.push_back({&ps, e});
@@ -301,7 +317,8 @@ class ArchiveReader {
       });
       return storage_value(s);
     };
-    Value root = unpickle_with_context(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()), pickle_bytes.size(), load, nullptr);
+    Value root = unpickle_with_context(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()),
+                                       pickle_bytes.size(), load, nullptr);
 
     // Fill owned storages and check CRCs: stored records in parallel, straight into place.
     std::string buf;
@@ -335,7 +352,8 @@ class ArchiveReader {
   // it; otherwise O_DIRECT skips the cache (several times faster here when cold). Each piece's
   // CRC is computed while it is hot, and the pieces' CRCs are joined per record.
   void fill_parallel(std::vector<FillJob>& jobs) {
-    std::sort(jobs.begin(), jobs.end(), [](const FillJob& a, const FillJob& b) { return a.entry->data_offset < b.entry->data_offset; });
+    std::sort(jobs.begin(), jobs.end(),
+              [](const FillJob& a, const FillJob& b) { return a.entry->data_offset < b.entry->data_offset; });
     std::vector<ReadTask> tasks;
     ReadTask group{0, 0, {}, nullptr};
     auto flush_group = [&] {
@@ -370,7 +388,8 @@ class ArchiveReader {
         }
         continue;
       }
-      if (!group.parts.empty() && (align_up(end) - group.span_begin > kPiece || begin > group.span_end + kBlock)) flush_group();
+      if (!group.parts.empty() && (align_up(end) - group.span_begin > kPiece || begin > group.span_end + kBlock))
+        flush_group();
       if (group.parts.empty()) group.span_begin = align_down(begin);
       group.span_end = align_up(end);
       group.parts.push_back({&job, 0, 0, job.entry->size});
@@ -406,8 +425,8 @@ class ArchiveReader {
       uint32_t crc = job.piece_crcs[0];
       for (size_t k = 1; k < job.piece_crcs.size(); ++k) crc = crc32_combine(crc, job.piece_crcs[k], job.piece_lens[k]);
       if (crc != job.entry->crc32)
-        fail(ErrorKind::kCorruption, "record '", job.entry->name, "': CRC-32 mismatch (stored ", hex32(job.entry->crc32),
-             ", computed ", hex32(crc), ")");
+        fail(ErrorKind::kCorruption, "record '", job.entry->name, "': CRC-32 mismatch (stored ",
+             hex32(job.entry->crc32), ", computed ", hex32(crc), ")");
     }
   }
 
@@ -520,16 +539,19 @@ class ArchiveReader {
     for (const Value& k : keys.items()) {
       if (!k.is_string()) fail(ErrorKind::kCorruption, "legacy storage key is ", k.kind_name());
       auto it = storages_.find(k.to_string());
-      if (it == storages_.end()) fail(ErrorKind::kCorruption, "legacy storage '", k.to_string(), "' is listed but never used");
+      if (it == storages_.end())
+        fail(ErrorKind::kCorruption, "legacy storage '", k.to_string(), "' is listed but never used");
       PendingStorage& ps = it->second;
       if (size - pos < 8) fail(ErrorKind::kCorruption, "legacy file truncated before storage '", ps.key, "'");
       uint64_t numel = load_le64(base + pos);
       if (numel != ps.numel)
-        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' has ", numel, " elements on disk but ", ps.numel, " in the pickle");
+        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' has ", numel, " elements on disk but ", ps.numel,
+             " in the pickle");
       pos += 8;
       uint64_t nbytes = ps.storage->nbytes();
       if (size - pos < nbytes)
-        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' needs ", nbytes, " bytes at offset ", pos, " but the file ends at ", size, " (truncated?)");
+        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' needs ", nbytes, " bytes at offset ", pos,
+             " but the file ends at ", size, " (truncated?)");
       if (nbytes > 0) file_->read_at(pos, ps.storage->data(), static_cast<size_t>(nbytes));
       if (report_) report_->records.push_back(RecordReport{"storage " + ps.key, pos, nbytes, 0, false});
       pos += nbytes;
@@ -544,7 +566,8 @@ class ArchiveReader {
 size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen) {
   if (v.node() && !seen.emplace(v.node(), true).second) return 0;
   switch (v.kind()) {
-    case Value::Kind::kTensor: return 1;
+    case Value::Kind::kTensor:
+      return 1;
     case Value::Kind::kList:
     case Value::Kind::kTuple: {
       size_t n = 0;
@@ -556,8 +579,10 @@ size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen
       for (const auto& [k, x] : v.dict()) n += count_tensors(x, seen);
       return n + count_tensors(v.dict().attributes(), seen);
     }
-    case Value::Kind::kObject: return count_tensors(v.object_args(), seen);
-    default: return 0;
+    case Value::Kind::kObject:
+      return count_tensors(v.object_args(), seen);
+    default:
+      return 0;
   }
 }
 

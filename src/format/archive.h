@@ -7,8 +7,7 @@
 
 namespace ckpt::format {
 
-Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options,
-                   VerifyReport* report = nullptr);
+Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options, VerifyReport* report = nullptr);
 // The same over an already opened file.
 Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report = nullptr);
 void write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options);

@@ -32,8 +32,8 @@ using PersistentLoad = std::function<Value(const Value& pid)>;
 // Unpickles one pickle from [data, data+size). `consumed`, if given, receives the number of
 // bytes up to and including STOP (the legacy format concatenates several pickles).
 // Throws ckpt::Error (kCorruption, kUnsafe, kUnsupported) mentioning the byte offset.
-Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load,
-               const Limits& limits = {}, size_t* consumed = nullptr);
+Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load, const Limits& limits = {},
+               size_t* consumed = nullptr);
 
 // Returns the key under which a tensor's storage is written ("0", "1", ... in first-use order).
 using StorageKey = std::function<std::string(const TensorRef&)>;

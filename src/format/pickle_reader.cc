@@ -13,46 +13,118 @@ namespace ckpt::pickle {
 namespace {
 
 enum Op : uint8_t {
-  MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', BINFLOAT = 'G', BININT = 'J',
-  BININT1 = 'K', BININT2 = 'M', NONE = 'N', BINPERSID = 'Q', REDUCE = 'R', BINSTRING = 'T',
-  SHORT_BINSTRING = 'U', BINUNICODE = 'X', APPEND = 'a', BUILD = 'b', GLOBAL = 'c', DICT = 'd',
-  EMPTY_DICT = '}', APPENDS = 'e', BINGET = 'h', LONG_BINGET = 'j', LIST = 'l', EMPTY_LIST = ']',
-  BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't', EMPTY_TUPLE = ')', SETITEMS = 'u',
-  BINBYTES = 'B', SHORT_BINBYTES = 'C',
-  PROTO = 0x80, NEWOBJ = 0x81, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88,
-  NEWFALSE = 0x89, LONG1 = 0x8a, LONG4 = 0x8b, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d,
-  BINBYTES8 = 0x8e, EMPTY_SET = 0x8f, ADDITEMS = 0x90, FROZENSET = 0x91, STACK_GLOBAL = 0x93,
-  MEMOIZE = 0x94, FRAME = 0x95, BYTEARRAY8 = 0x96,
+  MARK = '(',
+  STOP = '.',
+  POP = '0',
+  POP_MARK = '1',
+  DUP = '2',
+  BINFLOAT = 'G',
+  BININT = 'J',
+  BININT1 = 'K',
+  BININT2 = 'M',
+  NONE = 'N',
+  BINPERSID = 'Q',
+  REDUCE = 'R',
+  BINSTRING = 'T',
+  SHORT_BINSTRING = 'U',
+  BINUNICODE = 'X',
+  APPEND = 'a',
+  BUILD = 'b',
+  GLOBAL = 'c',
+  DICT = 'd',
+  EMPTY_DICT = '}',
+  APPENDS = 'e',
+  BINGET = 'h',
+  LONG_BINGET = 'j',
+  LIST = 'l',
+  EMPTY_LIST = ']',
+  BINPUT = 'q',
+  LONG_BINPUT = 'r',
+  SETITEM = 's',
+  TUPLE = 't',
+  EMPTY_TUPLE = ')',
+  SETITEMS = 'u',
+  BINBYTES = 'B',
+  SHORT_BINBYTES = 'C',
+  PROTO = 0x80,
+  NEWOBJ = 0x81,
+  TUPLE1 = 0x85,
+  TUPLE2 = 0x86,
+  TUPLE3 = 0x87,
+  NEWTRUE = 0x88,
+  NEWFALSE = 0x89,
+  LONG1 = 0x8a,
+  LONG4 = 0x8b,
+  SHORT_BINUNICODE = 0x8c,
+  BINUNICODE8 = 0x8d,
+  BINBYTES8 = 0x8e,
+  EMPTY_SET = 0x8f,
+  ADDITEMS = 0x90,
+  FROZENSET = 0x91,
+  STACK_GLOBAL = 0x93,
+  MEMOIZE = 0x94,
+  FRAME = 0x95,
+  BYTEARRAY8 = 0x96,
 };
 
 // Names of the opcodes refused outright, for error messages.
 const char* refused_opcode_name(uint8_t op) {
   switch (op) {
-    case 'I': return "INT (protocol 0)";
-    case 'L': return "LONG (protocol 0)";
-    case 'F': return "FLOAT (protocol 0)";
-    case 'S': return "STRING (protocol 0)";
-    case 'V': return "UNICODE (protocol 0)";
-    case 'P': return "PERSID (protocol 0)";
-    case 'g': return "GET (protocol 0)";
-    case 'p': return "PUT (protocol 0)";
-    case 'i': return "INST";
-    case 'o': return "OBJ";
-    case 0x82: case 0x83: case 0x84: return "EXT (extension registry)";
-    case 0x92: return "NEWOBJ_EX";
-    case 0x97: return "NEXT_BUFFER (out-of-band data)";
-    case 0x98: return "READONLY_BUFFER (out-of-band data)";
-    default: return nullptr;
+    case 'I':
+      return "INT (protocol 0)";
+    case 'L':
+      return "LONG (protocol 0)";
+    case 'F':
+      return "FLOAT (protocol 0)";
+    case 'S':
+      return "STRING (protocol 0)";
+    case 'V':
+      return "UNICODE (protocol 0)";
+    case 'P':
+      return "PERSID (protocol 0)";
+    case 'g':
+      return "GET (protocol 0)";
+    case 'p':
+      return "PUT (protocol 0)";
+    case 'i':
+      return "INST";
+    case 'o':
+      return "OBJ";
+    case 0x82:
+    case 0x83:
+    case 0x84:
+      return "EXT (extension registry)";
+    case 0x92:
+      return "NEWOBJ_EX";
+    case 0x97:
+      return "NEXT_BUFFER (out-of-band data)";
+    case 0x98:
+      return "READONLY_BUFFER (out-of-band data)";
+    default:
+      return nullptr;
   }
 }
 
 // What an allowed global is.
 enum class Global {
-  kValue,               // stays a value: dtypes, storage types, torch.Tensor, qschemes, ...
-  kRebuildTensorV2, kRebuildTensor, kRebuildParameter, kRebuildParameterWithState,
-  kRebuildFromTypeV2, kOrderedDict, kCounter, kTorchSize, kTorchDevice, kSet, kFrozenSet,
-  kComplex, kByteArray, kBytes, kCodecsEncode, kGetLayout,
-  kUnsupportedTensor,   // allowed by torch, but a tensor kind ckpt does not load
+  kValue,  // stays a value: dtypes, storage types, torch.Tensor, qschemes, ...
+  kRebuildTensorV2,
+  kRebuildTensor,
+  kRebuildParameter,
+  kRebuildParameterWithState,
+  kRebuildFromTypeV2,
+  kOrderedDict,
+  kCounter,
+  kTorchSize,
+  kTorchDevice,
+  kSet,
+  kFrozenSet,
+  kComplex,
+  kByteArray,
+  kBytes,
+  kCodecsEncode,
+  kGetLayout,
+  kUnsupportedTensor,  // allowed by torch, but a tensor kind ckpt does not load
 };
 
 const std::unordered_map<std::string, Global>& allowed_globals() {
@@ -79,22 +151,46 @@ const std::unordered_map<std::string, Global>& allowed_globals() {
         {"torch.storage.UntypedStorage", Global::kValue},
         {"torch.storage.TypedStorage", Global::kValue},
     };
-    for (const char* f : {"_rebuild_tensor_v3", "_rebuild_qtensor", "_rebuild_sparse_tensor",
-                          "_rebuild_sparse_csr_tensor", "_rebuild_meta_tensor_no_storage",
-                          "_rebuild_nested_tensor", "_rebuild_wrapper_subclass",
-                          "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor"})
+    for (const char* f :
+         {"_rebuild_tensor_v3", "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_sparse_csr_tensor",
+          "_rebuild_meta_tensor_no_storage", "_rebuild_nested_tensor", "_rebuild_wrapper_subclass",
+          "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor"})
       (*t)[std::string("torch._utils.") + f] = Global::kUnsupportedTensor;
-    for (const char* s : {"DoubleStorage", "FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage",
-                          "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage",
-                          "ComplexDoubleStorage", "ComplexFloatStorage", "QInt8Storage", "QUInt8Storage",
-                          "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage"})
+    for (const char* s :
+         {"DoubleStorage", "FloatStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+          "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "ComplexDoubleStorage", "ComplexFloatStorage",
+          "QInt8Storage", "QUInt8Storage", "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage"})
       (*t)[std::string("torch.") + s] = Global::kValue;
-    for (const char* d : {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
-                          "uint8", "bool", "complex128", "complex64", "complex32", "qint8", "qint32",
-                          "quint8", "quint4x2", "quint2x4", "float8_e5m2", "float8_e4m3fn",
-                          "float8_e5m2fnuz", "float8_e4m3fnuz", "uint16", "uint32", "uint64",
-                          "per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
-                          "per_channel_symmetric", "per_channel_affine_float_qparams"})
+    for (const char* d : {"float64",
+                          "float32",
+                          "float16",
+                          "bfloat16",
+                          "int64",
+                          "int32",
+                          "int16",
+                          "int8",
+                          "uint8",
+                          "bool",
+                          "complex128",
+                          "complex64",
+                          "complex32",
+                          "qint8",
+                          "qint32",
+                          "quint8",
+                          "quint4x2",
+                          "quint2x4",
+                          "float8_e5m2",
+                          "float8_e4m3fn",
+                          "float8_e5m2fnuz",
+                          "float8_e4m3fnuz",
+                          "uint16",
+                          "uint32",
+                          "uint64",
+                          "per_tensor_affine",
+                          "per_tensor_symmetric",
+                          "per_channel_affine",
+                          "per_channel_symmetric",
+                          "per_channel_affine_float_qparams"})
       (*t)[std::string("torch.") + d] = Global::kValue;
     return t;
   }();
@@ -188,7 +284,8 @@ class Unpickler {
 
   // --- reading the byte stream -------------------------------------------------------------
   void need(uint64_t n) const {
-    if (n > size_ - pos_) bad(ErrorKind::kCorruption, "pickle truncated: needs ", n, " more bytes, ", size_ - pos_, " left");
+    if (n > size_ - pos_)
+      bad(ErrorKind::kCorruption, "pickle truncated: needs ", n, " more bytes, ", size_ - pos_, " left");
   }
   uint8_t read_u8() {
     need(1);
@@ -223,7 +320,8 @@ class Unpickler {
 
   // --- the stack ----------------------------------------------------------------------------
   void push(Value v) {
-    if (stack_.size() >= limits_.max_stack) bad(ErrorKind::kCorruption, "pickle stack exceeds ", limits_.max_stack, " objects");
+    if (stack_.size() >= limits_.max_stack)
+      bad(ErrorKind::kCorruption, "pickle stack exceeds ", limits_.max_stack, " objects");
     stack_.push_back(std::move(v));
   }
   size_t floor() const { return marks_.empty() ? 0 : marks_.back(); }
@@ -252,7 +350,8 @@ class Unpickler {
   }
   void memo_put(uint64_t index) {
     bool fresh = index < kDenseMemo ? !(index < memo_set_.size() && memo_set_[index]) : memo_sparse_.count(index) == 0;
-    if (fresh && memo_count_ >= limits_.max_memo) bad(ErrorKind::kCorruption, "pickle memo exceeds ", limits_.max_memo, " entries");
+    if (fresh && memo_count_ >= limits_.max_memo)
+      bad(ErrorKind::kCorruption, "pickle memo exceeds ", limits_.max_memo, " entries");
     memo_count_ += fresh;
     if (index < kDenseMemo) {
       if (index >= memo_dense_.size()) {
@@ -281,29 +380,51 @@ class Unpickler {
     switch (op) {
       case PROTO: {
         uint8_t proto = read_u8();
-        if (proto < 2 || proto > 5) bad(ErrorKind::kUnsupported, "pickle protocol ", int(proto), " (ckpt reads protocols 2 to 5)");
+        if (proto < 2 || proto > 5)
+          bad(ErrorKind::kUnsupported, "pickle protocol ", int(proto), " (ckpt reads protocols 2 to 5)");
         return;
       }
-      case FRAME: read_u64(); return;  // framing is only a hint to readers that buffer
+      case FRAME:
+        read_u64();
+        return;  // framing is only a hint to readers that buffer
       case MARK:
-        if (marks_.size() >= limits_.max_depth) bad(ErrorKind::kCorruption, "pickle nests MARKs deeper than ", limits_.max_depth);
+        if (marks_.size() >= limits_.max_depth)
+          bad(ErrorKind::kCorruption, "pickle nests MARKs deeper than ", limits_.max_depth);
         marks_.push_back(stack_.size());
         return;
-      case POP: pop(); return;
-      case POP_MARK: pop_mark(); return;
-      case DUP: push(top()); return;
-      case NONE: push(Value()); return;
-      case NEWTRUE: push(Value(true)); return;
-      case NEWFALSE: push(Value(false)); return;
-      case BININT: push(Value(static_cast<int64_t>(static_cast<int32_t>(read_u32())))); return;
-      case BININT1: push(Value(static_cast<int64_t>(read_u8()))); return;
+      case POP:
+        pop();
+        return;
+      case POP_MARK:
+        pop_mark();
+        return;
+      case DUP:
+        push(top());
+        return;
+      case NONE:
+        push(Value());
+        return;
+      case NEWTRUE:
+        push(Value(true));
+        return;
+      case NEWFALSE:
+        push(Value(false));
+        return;
+      case BININT:
+        push(Value(static_cast<int64_t>(static_cast<int32_t>(read_u32()))));
+        return;
+      case BININT1:
+        push(Value(static_cast<int64_t>(read_u8())));
+        return;
       case BININT2: {
         need(2);
         push(Value(static_cast<int64_t>(load_le16(p_ + pos_))));
         pos_ += 2;
         return;
       }
-      case LONG1: push_long(read_u8()); return;
+      case LONG1:
+        push_long(read_u8());
+        return;
       case LONG4: {
         auto n = static_cast<int32_t>(read_u32());
         if (n < 0) bad(ErrorKind::kCorruption, "LONG4 with negative length");
@@ -316,24 +437,42 @@ class Unpickler {
         pos_ += 8;
         return;
       }
-      case BINUNICODE: push(Value(read_bytes(read_u32()))); return;
-      case SHORT_BINUNICODE: push(Value(read_bytes(read_u8()))); return;
-      case BINUNICODE8: push(Value(read_bytes(read_u64()))); return;
+      case BINUNICODE:
+        push(Value(read_bytes(read_u32())));
+        return;
+      case SHORT_BINUNICODE:
+        push(Value(read_bytes(read_u8())));
+        return;
+      case BINUNICODE8:
+        push(Value(read_bytes(read_u64())));
+        return;
       case BINSTRING: {
         auto n = static_cast<int32_t>(read_u32());
         if (n < 0) bad(ErrorKind::kCorruption, "BINSTRING with negative length");
         push(Value(read_bytes(static_cast<uint64_t>(n))));
         return;
       }
-      case SHORT_BINSTRING: push(Value(read_bytes(read_u8()))); return;
-      case BINBYTES: push(Value::bytes(read_bytes(read_u32()))); return;
-      case SHORT_BINBYTES: push(Value::bytes(read_bytes(read_u8()))); return;
-      case BINBYTES8: push(Value::bytes(read_bytes(read_u64()))); return;
+      case SHORT_BINSTRING:
+        push(Value(read_bytes(read_u8())));
+        return;
+      case BINBYTES:
+        push(Value::bytes(read_bytes(read_u32())));
+        return;
+      case SHORT_BINBYTES:
+        push(Value::bytes(read_bytes(read_u8())));
+        return;
+      case BINBYTES8:
+        push(Value::bytes(read_bytes(read_u64())));
+        return;
       case BYTEARRAY8:
         push(Value::object("builtins.bytearray", Value::tuple({Value::bytes(read_bytes(read_u64()))})));
         return;
-      case EMPTY_TUPLE: push(Value::tuple()); return;
-      case TUPLE: push(Value::tuple(pop_mark())); return;
+      case EMPTY_TUPLE:
+        push(Value::tuple());
+        return;
+      case TUPLE:
+        push(Value::tuple(pop_mark()));
+        return;
       case TUPLE1: {
         Value a = pop();
         push(Value::tuple({std::move(a)}));
@@ -349,8 +488,12 @@ class Unpickler {
         push(Value::tuple({std::move(a), std::move(b), std::move(c)}));
         return;
       }
-      case EMPTY_LIST: push(container(Value::list())); return;
-      case LIST: push(container(Value::list(pop_mark()))); return;
+      case EMPTY_LIST:
+        push(container(Value::list()));
+        return;
+      case LIST:
+        push(container(Value::list(pop_mark())));
+        return;
       case APPEND: {
         Value v = pop();
         append_to(top(), {std::move(v)});
@@ -361,7 +504,9 @@ class Unpickler {
         append_to(top(), std::move(items));
         return;
       }
-      case EMPTY_DICT: push(container(Value::new_dict())); return;
+      case EMPTY_DICT:
+        push(container(Value::new_dict()));
+        return;
       case DICT: {
         std::vector<Value> items = pop_mark();
         Value d = container(Value::new_dict());
@@ -426,11 +571,21 @@ class Unpickler {
         push(load_(pid));
         return;
       }
-      case BINGET: memo_get(read_u8()); return;
-      case LONG_BINGET: memo_get(read_u32()); return;
-      case BINPUT: memo_put(read_u8()); return;
-      case LONG_BINPUT: memo_put(read_u32()); return;
-      case MEMOIZE: memo_put(memo_count_); return;
+      case BINGET:
+        memo_get(read_u8());
+        return;
+      case LONG_BINGET:
+        memo_get(read_u32());
+        return;
+      case BINPUT:
+        memo_put(read_u8());
+        return;
+      case LONG_BINPUT:
+        memo_put(read_u32());
+        return;
+      case MEMOIZE:
+        memo_put(memo_count_);
+        return;
       default:
         if (const char* name = refused_opcode_name(op))
           bad(ErrorKind::kUnsafe, "pickle opcode ", name, " is not allowed");
@@ -483,7 +638,8 @@ class Unpickler {
   Value make_global(const std::string& raw_module, const std::string& name) {
     std::string full = map_module(raw_module) + "." + name;
     if (allowed_globals().count(full) == 0)
-      bad(ErrorKind::kUnsafe, "global '", full, "' is not allowed (ckpt loads only tensors, containers and plain values; nothing in the file is executed)");
+      bad(ErrorKind::kUnsafe, "global '", full,
+          "' is not allowed (ckpt loads only tensors, containers and plain values; nothing in the file is executed)");
     return Value::object(full);  // uncalled: args None
   }
 
@@ -506,7 +662,8 @@ class Unpickler {
 
   Value rebuild_tensor(const std::vector<Value>& a, const char* fn, bool v2) {
     const Value& storage = arg(a, 0, fn);
-    if (!storage.is_tensor()) bad(ErrorKind::kCorruption, fn, ": first argument is ", storage.kind_name(), ", not a storage");
+    if (!storage.is_tensor())
+      bad(ErrorKind::kCorruption, fn, ": first argument is ", storage.kind_name(), ", not a storage");
     TensorRef t;
     t.storage = storage.tensor().storage;
     t.dtype = storage.tensor().dtype;
@@ -537,13 +694,18 @@ class Unpickler {
   }
 
   Value call(const Value& callable, const Value& args) {
-    if (!is_global(callable)) bad(ErrorKind::kUnsafe, "call of ", callable.kind_name(), " ", short_repr(callable), ", which is not an allowed function");
-    if (!args.is_tuple()) bad(ErrorKind::kCorruption, "arguments of ", callable.object_type(), " are ", args.kind_name(), ", not a tuple");
+    if (!is_global(callable))
+      bad(ErrorKind::kUnsafe, "call of ", callable.kind_name(), " ", short_repr(callable),
+          ", which is not an allowed function");
+    if (!args.is_tuple())
+      bad(ErrorKind::kCorruption, "arguments of ", callable.object_type(), " are ", args.kind_name(), ", not a tuple");
     const std::string& fn = callable.object_type();
     const auto& a = args.items();
     switch (allowed_globals().at(fn)) {
-      case Global::kRebuildTensorV2: return rebuild_tensor(a, fn.c_str(), true);
-      case Global::kRebuildTensor: return rebuild_tensor(a, fn.c_str(), false);
+      case Global::kRebuildTensorV2:
+        return rebuild_tensor(a, fn.c_str(), true);
+      case Global::kRebuildTensor:
+        return rebuild_tensor(a, fn.c_str(), false);
       case Global::kRebuildParameter:
       case Global::kRebuildParameterWithState: {
         const Value& data = arg(a, 0, fn.c_str());
@@ -558,7 +720,8 @@ class Unpickler {
         const Value& func = arg(a, 0, fn.c_str());
         const Value& type = arg(a, 1, fn.c_str());
         const Value& fargs = arg(a, 2, fn.c_str());
-        if (!is_global(type) || (type.object_type() != "torch.Tensor" && type.object_type() != "torch.nn.parameter.Parameter"))
+        if (!is_global(type) ||
+            (type.object_type() != "torch.Tensor" && type.object_type() != "torch.nn.parameter.Parameter"))
           bad(ErrorKind::kUnsafe, fn, " of type ", short_repr(type), " (only torch.Tensor and Parameter are allowed)");
         return call(func, fargs);
       }
@@ -566,7 +729,8 @@ class Unpickler {
         Value d = container(Value::ordered_dict());
         if (!a.empty()) {  // OrderedDict([(k, v), ...])
           const Value& pairs = a[0];
-          if (!pairs.is_list() && !pairs.is_tuple()) bad(ErrorKind::kCorruption, "OrderedDict argument is ", pairs.kind_name());
+          if (!pairs.is_list() && !pairs.is_tuple())
+            bad(ErrorKind::kCorruption, "OrderedDict argument is ", pairs.kind_name());
           for (const auto& kv : pairs.items()) {
             if (!kv.is_tuple() || kv.items().size() != 2) bad(ErrorKind::kCorruption, "OrderedDict item is not a pair");
             set_items(d, {kv.items()[0], kv.items()[1]});
@@ -603,23 +767,30 @@ class Unpickler {
           if (!x.is_float() && !x.is_int()) bad(ErrorKind::kCorruption, "complex() of ", x.kind_name());
         return Value::object(fn, args);
       case Global::kByteArray:
-        if (a.size() > 1 || (a.size() == 1 && !a[0].is_bytes())) bad(ErrorKind::kCorruption, "bytearray() of unexpected arguments");
+        if (a.size() > 1 || (a.size() == 1 && !a[0].is_bytes()))
+          bad(ErrorKind::kCorruption, "bytearray() of unexpected arguments");
         return Value::object(fn, a.empty() ? Value::tuple({Value::bytes("")}) : args);
       case Global::kBytes:
         if (!a.empty()) bad(ErrorKind::kUnsafe, "builtins.bytes with arguments");
         return Value::bytes("");
       case Global::kCodecsEncode: {
-        if (a.size() != 2 || !a[0].is_string() || !a[1].is_string()) bad(ErrorKind::kCorruption, "_codecs.encode needs (str, encoding)");
+        if (a.size() != 2 || !a[0].is_string() || !a[1].is_string())
+          bad(ErrorKind::kCorruption, "_codecs.encode needs (str, encoding)");
         const std::string& enc = a[1].to_string();
-        if (enc != "latin1" && enc != "latin-1") bad(ErrorKind::kUnsupported, "_codecs.encode with encoding '", enc, "'");
+        if (enc != "latin1" && enc != "latin-1")
+          bad(ErrorKind::kUnsupported, "_codecs.encode with encoding '", enc, "'");
         std::string out;
-        if (!latin1_encode(a[0].to_string(), &out)) bad(ErrorKind::kCorruption, "_codecs.encode of a string outside latin-1");
+        if (!latin1_encode(a[0].to_string(), &out))
+          bad(ErrorKind::kCorruption, "_codecs.encode of a string outside latin-1");
         return Value::bytes(std::move(out));
       }
-      case Global::kGetLayout: return Value::object(fn, args);
+      case Global::kGetLayout:
+        return Value::object(fn, args);
       case Global::kUnsupportedTensor:
-        bad(ErrorKind::kUnsupported, fn, " (sparse, quantized, meta, nested and float8/uint16+ tensors are not supported)");
-      case Global::kValue: break;
+        bad(ErrorKind::kUnsupported, fn,
+            " (sparse, quantized, meta, nested and float8/uint16+ tensors are not supported)");
+      case Global::kValue:
+        break;
     }
     bad(ErrorKind::kUnsafe, "'", fn, "' may not be called");
   }
@@ -648,8 +819,11 @@ class Unpickler {
         }
         f(v.dict().attributes());
         break;
-      case Value::Kind::kObject: f(v.object_args()); break;
-      default: break;
+      case Value::Kind::kObject:
+        f(v.object_args());
+        break;
+      default:
+        break;
     }
   }
 
@@ -676,7 +850,8 @@ class Unpickler {
       for_each_child(v, [&](const Value& c) { f.children.push_back(c); });
       seen[v.node()] = State{};
       frames.push_back(std::move(f));
-      if (frames.size() > limits_.max_depth) fail(ErrorKind::kCorruption, "pickle nests containers deeper than ", limits_.max_depth);
+      if (frames.size() > limits_.max_depth)
+        fail(ErrorKind::kCorruption, "pickle nests containers deeper than ", limits_.max_depth);
     };
     if (!has_children(root)) return;
     enter(root);
@@ -707,8 +882,10 @@ class Unpickler {
   }
 
   static void clear_children(Value& v) {
-    if (v.is_list()) v.items().clear();
-    else if (v.is_dict()) v.dict() = Dict();
+    if (v.is_list())
+      v.items().clear();
+    else if (v.is_dict())
+      v.dict() = Dict();
     else if (v.is_object() && v.object_args().is_tuple()) {
       for (auto& x : const_cast<Value&>(v.object_args()).items()) clear_children(x);
     }
@@ -717,8 +894,8 @@ class Unpickler {
 
 }  // namespace
 
-Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load,
-               const Limits& limits, size_t* consumed) {
+Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load, const Limits& limits,
+               size_t* consumed) {
   Unpickler u(data, size, persistent_load, limits);
   return u.run(consumed);
 }

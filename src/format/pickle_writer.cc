@@ -77,8 +77,10 @@ class Pickler {
       while (b.size() > 1) {
         auto last = static_cast<uint8_t>(b.back());
         auto prev = static_cast<uint8_t>(b[b.size() - 2]);
-        if ((last == 0x00 && !(prev & 0x80)) || (last == 0xff && (prev & 0x80))) b.pop_back();
-        else break;
+        if ((last == 0x00 && !(prev & 0x80)) || (last == 0xff && (prev & 0x80)))
+          b.pop_back();
+        else
+          break;
       }
       save_long_bytes(b);
     }
@@ -242,15 +244,25 @@ class Pickler {
     if (depth > max_depth_) fail(ErrorKind::kInvalidArgument, "object nests deeper than ", max_depth_, " levels");
     using K = Value::Kind;
     switch (v.kind()) {
-      case K::kNone: out_ += 'N'; return;
-      case K::kBool: out_ += v.to_bool() ? '\x88' : '\x89'; return;
-      case K::kInt: save_int(v.to_int()); return;
-      case K::kBigInt: save_long_bytes(v.big_int_bytes()); return;
+      case K::kNone:
+        out_ += 'N';
+        return;
+      case K::kBool:
+        out_ += v.to_bool() ? '\x88' : '\x89';
+        return;
+      case K::kInt:
+        save_int(v.to_int());
+        return;
+      case K::kBigInt:
+        save_long_bytes(v.big_int_bytes());
+        return;
       case K::kFloat:
         out_ += 'G';
         put_be64(out_, double_bits(v.to_double()));
         return;
-      case K::kString: save_string(v.to_string()); return;
+      case K::kString:
+        save_string(v.to_string());
+        return;
       case K::kBytes:
         if (try_memo(v)) return;
         save_bytes(v.to_bytes());

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -25,25 +25,39 @@ struct DTypeInfo {
   const char* storage_class;  // torch.<X>Storage
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kFloat64, "float64", 8, "DoubleStorage"},        {DType::kFloat32, "float32", 4, "FloatStorage"},
-    {DType::kFloat16, "float16", 2, "HalfStorage"},          {DType::kBFloat16, "bfloat16", 2, "BFloat16Storage"},
-    {DType::kInt64, "int64", 8, "LongStorage"},              {DType::kInt32, "int32", 4, "IntStorage"},
-    {DType::kInt16, "int16", 2, "ShortStorage"},             {DType::kInt8, "int8", 1, "CharStorage"},
-    {DType::kUInt8, "uint8", 1, "ByteStorage"},              {DType::kBool, "bool", 1, "BoolStorage"},
-    {DType::kComplex64, "complex64", 8, "ComplexFloatStorage"}, {DType::kComplex128, "complex128", 16, "ComplexDoubleStorage"},
+    {DType::kFloat64, "float64", 8, "DoubleStorage"},
+    {DType::kFloat32, "float32", 4, "FloatStorage"},
+    {DType::kFloat16, "float16", 2, "HalfStorage"},
+    {DType::kBFloat16, "bfloat16", 2, "BFloat16Storage"},
+    {DType::kInt64, "int64", 8, "LongStorage"},
+    {DType::kInt32, "int32", 4, "IntStorage"},
+    {DType::kInt16, "int16", 2, "ShortStorage"},
+    {DType::kInt8, "int8", 1, "CharStorage"},
+    {DType::kUInt8, "uint8", 1, "ByteStorage"},
+    {DType::kBool, "bool", 1, "BoolStorage"},
+    {DType::kComplex64, "complex64", 8, "ComplexFloatStorage"},
+    {DType::kComplex128, "complex128", 16, "ComplexDoubleStorage"},
 };
-const DTypeInfo& info(DType d) { return kDTypes[static_cast<size_t>(d)]; }
+const DTypeInfo& info(DType d) {
+  return kDTypes[static_cast<size_t>(d)];
+}
 }  // namespace
 
-size_t element_size(DType dtype) { return info(dtype).size; }
-const char* dtype_name(DType dtype) { return info(dtype).name; }
+size_t element_size(DType dtype) {
+  return info(dtype).size;
+}
+const char* dtype_name(DType dtype) {
+  return info(dtype).name;
+}
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& d : kDTypes)
     if (name == d.name) return d.dtype;
   return std::nullopt;
 }
 
-const char* storage_class_name(DType dtype) { return info(dtype).storage_class; }
+const char* storage_class_name(DType dtype) {
+  return info(dtype).storage_class;
+}
 
 std::optional<DType> dtype_of_storage_class(std::string_view global) {
   constexpr std::string_view kModule = "torch.";
@@ -112,8 +126,7 @@ void TensorRef::check_bounds() const {
   bool empty = false;
   for (size_t i = 0; i < sizes.size(); ++i) {
     if (sizes[i] < 0 || sizes[i] > kMax) fail(ErrorKind::kCorruption, "invalid tensor size ", sizes[i]);
-    if (strides[i] < 0 || strides[i] > kMax)
-      fail(ErrorKind::kCorruption, "invalid tensor stride ", strides[i]);
+    if (strides[i] < 0 || strides[i] > kMax) fail(ErrorKind::kCorruption, "invalid tensor stride ", strides[i]);
     if (sizes[i] == 0) empty = true;
   }
   if (empty) return;
@@ -126,8 +139,8 @@ void TensorRef::check_bounds() const {
   if (last >= storage_numel) {
     std::string shape;
     for (size_t i = 0; i < sizes.size(); ++i) shape += (i ? ", " : "") + std::to_string(sizes[i]);
-    fail(ErrorKind::kCorruption, "tensor of shape [", shape, "] at offset ", storage_offset,
-         " needs ", last + 1, " elements but its storage has ", storage_numel);
+    fail(ErrorKind::kCorruption, "tensor of shape [", shape, "] at offset ", storage_offset, " needs ", last + 1,
+         " elements but its storage has ", storage_numel);
   }
 }
 
@@ -140,8 +153,7 @@ struct SeqNode {
 };
 
 [[noreturn]] void wrong_kind(const Value& v, const char* wanted) {
-  fail(ErrorKind::kMismatch, "expected ", wanted, " but the value is ", v.kind_name(), " (",
-       short_repr(v), ")");
+  fail(ErrorKind::kMismatch, "expected ", wanted, " but the value is ", v.kind_name(), " (", short_repr(v), ")");
 }
 
 }  // namespace
@@ -177,11 +189,19 @@ Value Value::tuple(std::vector<Value> items) {
   return v;
 }
 
-Value Value::none() { return Value(); }
-Value Value::new_dict() { return Value(Dict(Dict::Flavor::kDict)); }
-Value Value::ordered_dict() { return Value(Dict(Dict::Flavor::kOrderedDict)); }
+Value Value::none() {
+  return Value();
+}
+Value Value::new_dict() {
+  return Value(Dict(Dict::Flavor::kDict));
+}
+Value Value::ordered_dict() {
+  return Value(Dict(Dict::Flavor::kOrderedDict));
+}
 
-Value Value::object(std::string type) { return object(std::move(type), Value()); }
+Value Value::object(std::string type) {
+  return object(std::move(type), Value());
+}
 
 Value Value::object(std::string type, Value args) {
   Value v;
@@ -192,25 +212,39 @@ Value Value::object(std::string type, Value args) {
 
 const char* Value::kind_name() const {
   switch (kind_) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kBigInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kBytes: return "bytes";
-    case Kind::kList: return "list";
-    case Kind::kTuple: return "tuple";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kBigInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kBytes:
+      return "bytes";
+    case Kind::kList:
+      return "list";
+    case Kind::kTuple:
+      return "tuple";
     case Kind::kDict: {
       switch (dict().flavor()) {
-        case Dict::Flavor::kDict: return "dict";
-        case Dict::Flavor::kOrderedDict: return "OrderedDict";
-        case Dict::Flavor::kCounter: return "Counter";
+        case Dict::Flavor::kDict:
+          return "dict";
+        case Dict::Flavor::kOrderedDict:
+          return "OrderedDict";
+        case Dict::Flavor::kCounter:
+          return "Counter";
       }
       return "dict";
     }
-    case Kind::kTensor: return "Tensor";
-    case Kind::kObject: return "object";
+    case Kind::kTensor:
+      return "Tensor";
+    case Kind::kObject:
+      return "object";
   }
   return "?";
 }
@@ -305,7 +339,8 @@ Value& Value::at(std::string_view key) {
 
 const Value& Value::operator[](size_t index) const {
   const auto& v = items();
-  if (index >= v.size()) fail(ErrorKind::kNotFound, "index ", index, " out of range for ", kind_name(), " of ", v.size());
+  if (index >= v.size())
+    fail(ErrorKind::kNotFound, "index ", index, " out of range for ", kind_name(), " of ", v.size());
   return v[index];
 }
 
@@ -313,7 +348,9 @@ Value& Value::operator[](size_t index) {
   return const_cast<Value&>(static_cast<const Value&>(*this)[index]);
 }
 
-bool Value::contains(std::string_view key) const { return dict().find(key) != nullptr; }
+bool Value::contains(std::string_view key) const {
+  return dict().find(key) != nullptr;
+}
 
 size_t Value::size() const {
   if (kind_ == Kind::kDict) return dict().size();
@@ -355,10 +392,14 @@ bool keys_equal(const Value& a, const Value& b) {
   }
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
-    case K::kNone: return true;
-    case K::kString: return a.to_string() == b.to_string();
-    case K::kBytes: return a.to_bytes() == b.to_bytes();
-    case K::kBigInt: return a.big_int_bytes() == b.big_int_bytes();
+    case K::kNone:
+      return true;
+    case K::kString:
+      return a.to_string() == b.to_string();
+    case K::kBytes:
+      return a.to_bytes() == b.to_bytes();
+    case K::kBigInt:
+      return a.big_int_bytes() == b.big_int_bytes();
     case K::kTuple: {
       const auto& x = a.items();
       const auto& y = b.items();
@@ -435,8 +476,12 @@ Value* Dict::find(const Value& key) {
   size_t pos = slot_of(key);
   return pos ? &items_[pos - 1].second : nullptr;
 }
-const Value* Dict::find(std::string_view key) const { return find(Value(key)); }
-Value* Dict::find(std::string_view key) { return find(Value(key)); }
+const Value* Dict::find(std::string_view key) const {
+  return find(Value(key));
+}
+Value* Dict::find(std::string_view key) {
+  return find(Value(key));
+}
 
 bool Dict::erase(std::string_view key) {
   size_t pos = slot_of(Value(key));
@@ -451,10 +496,14 @@ bool Dict::erase(std::string_view key) {
 std::string short_repr(const Value& v) {
   using K = Value::Kind;
   switch (v.kind()) {
-    case K::kNone: return "None";
-    case K::kBool: return v.to_bool() ? "True" : "False";
-    case K::kInt: return std::to_string(v.to_int());
-    case K::kBigInt: return str_cat("<int of ", v.big_int_bytes().size(), " bytes>");
+    case K::kNone:
+      return "None";
+    case K::kBool:
+      return v.to_bool() ? "True" : "False";
+    case K::kInt:
+      return std::to_string(v.to_int());
+    case K::kBigInt:
+      return str_cat("<int of ", v.big_int_bytes().size(), " bytes>");
     case K::kFloat: {
       char buf[32];
       std::snprintf(buf, sizeof buf, "%.17g", v.to_double());
@@ -464,17 +513,22 @@ std::string short_repr(const Value& v) {
       const std::string& s = v.to_string();
       return "'" + (s.size() > 60 ? s.substr(0, 57) + "..." : s) + "'";
     }
-    case K::kBytes: return str_cat("<bytes of ", v.to_bytes().size(), ">");
-    case K::kList: return str_cat("[", v.items().size(), " items]");
-    case K::kTuple: return str_cat("(", v.items().size(), " items)");
-    case K::kDict: return str_cat("{", v.dict().size(), " items}");
+    case K::kBytes:
+      return str_cat("<bytes of ", v.to_bytes().size(), ">");
+    case K::kList:
+      return str_cat("[", v.items().size(), " items]");
+    case K::kTuple:
+      return str_cat("(", v.items().size(), " items)");
+    case K::kDict:
+      return str_cat("{", v.dict().size(), " items}");
     case K::kTensor: {
       const auto& t = v.tensor();
       std::string s = str_cat(dtype_name(t.dtype), "[");
       for (size_t i = 0; i < t.sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(t.sizes[i]);
       return s + "]";
     }
-    case K::kObject: return v.object_type();
+    case K::kObject:
+      return v.object_type();
   }
   return "?";
 }

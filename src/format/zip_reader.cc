@@ -31,7 +31,8 @@ void check_name(const std::string& name) {
 
 }  // namespace
 
-std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const ReadAt& read_local, const Prefetch& prefetch) {
+std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const ReadAt& read_local,
+                                  const Prefetch& prefetch) {
   const auto* p = reinterpret_cast<const uint8_t*>(data);
   if (size < kEocdSize)
     fail(ErrorKind::kCorruption, "file is ", size, " bytes, too short for a zip archive (at least 22)");
@@ -58,8 +59,7 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     uint64_t z64 = load_le64(p + eocd - kLocatorSize + 8);
     if (z64 > eocd - kLocatorSize || eocd - kLocatorSize - z64 < kZip64EocdSize)
       fail(ErrorKind::kCorruption, "ZIP64 end record offset ", z64, " is outside the file");
-    if (load_le32(p + z64) != kZip64EocdSig)
-      fail(ErrorKind::kCorruption, "no ZIP64 end record at offset ", z64);
+    if (load_le32(p + z64) != kZip64EocdSig) fail(ErrorKind::kCorruption, "no ZIP64 end record at offset ", z64);
     entries = load_le64(p + z64 + 32);
     cd_size = load_le64(p + z64 + 40);
     cd_offset = load_le64(p + z64 + 48);
@@ -98,7 +98,8 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     const uint8_t* x = p + pos + kCentralSize + name_len;
     for (uint64_t off = 0; off + 4 <= extra_len;) {
       uint16_t id = load_le16(x + off), len = load_le16(x + off + 2);
-      if (off + 4 + len > extra_len) fail(ErrorKind::kCorruption, "entry '", e.name, "': extra field runs past its end");
+      if (off + 4 + len > extra_len)
+        fail(ErrorKind::kCorruption, "entry '", e.name, "': extra field runs past its end");
       if (id == 0x0001) {
         const uint8_t* f = x + off + 4;
         uint64_t avail = len;
@@ -123,13 +124,16 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     if (e.method != 0 && e.method != 8)
       fail(ErrorKind::kUnsupported, "entry '", e.name, "' uses compression method ", e.method);
     if (e.method == 0 && e.compressed_size != e.size)
-      fail(ErrorKind::kCorruption, "stored entry '", e.name, "' has compressed size ", e.compressed_size, " but size ", e.size);
+      fail(ErrorKind::kCorruption, "stored entry '", e.name, "' has compressed size ", e.compressed_size, " but size ",
+           e.size);
 
     if (e.header_offset > cd_offset || cd_offset - e.header_offset < kLocalSize + name_len)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "': local header offset ", e.header_offset, " is outside the data area");
+      fail(ErrorKind::kCorruption, "entry '", e.name, "': local header offset ", e.header_offset,
+           " is outside the data area");
     out.push_back(std::move(e));
   }
-  if (pos != cd_end) fail(ErrorKind::kCorruption, "central directory has ", cd_end - pos, " bytes after its last entry");
+  if (pos != cd_end)
+    fail(ErrorKind::kCorruption, "central directory has ", cd_end - pos, " bytes after its last entry");
 
   // The local header decides where the payload starts (its extra field holds the padding).
   if (prefetch) {
@@ -140,8 +144,10 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
   std::string lh;
   for (auto& e : out) {
     lh.resize(kLocalSize + e.name.size());
-    if (read_local) read_local(e.header_offset, lh.data(), lh.size());
-    else std::memcpy(lh.data(), p + e.header_offset, lh.size());
+    if (read_local)
+      read_local(e.header_offset, lh.data(), lh.size());
+    else
+      std::memcpy(lh.data(), p + e.header_offset, lh.size());
     const auto* h = reinterpret_cast<const uint8_t*>(lh.data());
     if (load_le32(h) != kLocalSig)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': no local header at offset ", e.header_offset);
@@ -177,7 +183,8 @@ void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::
   }
   // Deflate: the ratio cannot exceed 1032:1, which bounds what a small entry may claim.
   if (e.size > e.compressed_size * 1032 + 64)
-    fail(ErrorKind::kCorruption, "entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed_size, " compressed");
+    fail(ErrorKind::kCorruption, "entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed_size,
+         " compressed");
   out->resize(static_cast<size_t>(e.size));
   z_stream zs{};
   if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) fail(ErrorKind::kIO, "inflateInit failed");

@@ -23,13 +23,13 @@ void Writer::add(const std::string& name, const void* data, uint64_t size) {
   // Local header, APPNOTE 4.3.7; sizes and CRC live in the data descriptor (flag bit 3).
   std::string h;
   put_le32(h, 0x04034b50);
-  put_le16(h, 0);                               // version needed (as PyTorch writes it)
-  put_le16(h, size > 0 ? 0x0808 : 0x0800);      // descriptor follows | UTF-8 name
-  put_le16(h, 0);                               // method: stored
-  put_le32(h, 0);                               // time, date
-  put_le32(h, 0);                               // crc (in the descriptor)
-  put_le32(h, 0);                               // compressed size
-  put_le32(h, 0);                               // size
+  put_le16(h, 0);                           // version needed (as PyTorch writes it)
+  put_le16(h, size > 0 ? 0x0808 : 0x0800);  // descriptor follows | UTF-8 name
+  put_le16(h, 0);                           // method: stored
+  put_le32(h, 0);                           // time, date
+  put_le32(h, 0);                           // crc (in the descriptor)
+  put_le32(h, 0);                           // compressed size
+  put_le32(h, 0);                           // size
   uint64_t start = cursor + 30 + name.size() + 4;
   std::string extra;
   if (zip64) {

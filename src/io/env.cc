@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
-#include <vector>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "util/errors.h"
 
@@ -18,8 +18,7 @@ namespace ckpt::io {
 namespace {
 
 [[noreturn]] void fail_errno(const std::string& what, const std::string& path, int err) {
-  fail(err == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIO, path, ": ", what, ": ",
-       std::strerror(err));
+  fail(err == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIO, path, ": ", what, ": ", std::strerror(err));
 }
 
 // Covers the logical and physical block sizes of the disks we run on (512 B / 4 KiB).
@@ -27,7 +26,8 @@ constexpr size_t kDirectAlignment = 4096;
 
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(std::string path, int fd, size_t alignment) : path_(std::move(path)), fd_(fd), alignment_(alignment) {}
+  PosixWritableFile(std::string path, int fd, size_t alignment)
+      : path_(std::move(path)), fd_(fd), alignment_(alignment) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -276,8 +276,7 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct)
-    : env_(env), final_path_(std::move(final_path)) {
+AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct) : env_(env), final_path_(std::move(final_path)) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dirname_of(final_path_);
   std::string base = basename_of(final_path_);

@@ -41,7 +41,8 @@ std::byte* StreamWriter::take_buffer() {
   std::unique_lock<std::mutex> lock(mu_);
   if (free_.empty() && all_.size() < depth_ + 1) {
     void* p = nullptr;
-    if (posix_memalign(&p, 4096, chunk_size_) != 0) fail(ErrorKind::kIO, "out of memory for a ", chunk_size_, "-byte write buffer");
+    if (posix_memalign(&p, 4096, chunk_size_) != 0)
+      fail(ErrorKind::kIO, "out of memory for a ", chunk_size_, "-byte write buffer");
     all_.push_back(static_cast<std::byte*>(p));
     return static_cast<std::byte*>(p);
   }
@@ -130,8 +131,10 @@ void StreamWriter::finish() {
     cv_.wait(lock, [&] { return in_flight_ == 0; });
     if (error_) std::rethrow_exception(error_);
   }
-  if (alignment_ > 0 && end % alignment_ != 0) file_->truncate(end);
-  else if (alignment_ == 0 && file_->size() < end) file_->truncate(end);  // keeps size() truthful
+  if (alignment_ > 0 && end % alignment_ != 0)
+    file_->truncate(end);
+  else if (alignment_ == 0 && file_->size() < end)
+    file_->truncate(end);  // keeps size() truthful
 }
 
 }  // namespace ckpt::io

@@ -54,7 +54,7 @@ class StreamWriter {
   std::deque<Chunk> queue_;       // full chunks waiting for a worker
   std::vector<std::byte*> free_;  // buffers ready for reuse
   std::vector<std::byte*> all_;
-  size_t in_flight_ = 0;          // queued + being written
+  size_t in_flight_ = 0;  // queued + being written
   bool stop_ = false;
   std::exception_ptr error_;
   std::vector<std::thread> workers_;

@@ -61,7 +61,8 @@ void parallel_copy(const std::vector<Copy>& copies) {
   constexpr size_t kSlice = size_t{4} << 20;
   std::vector<Copy> slices;
   for (const Copy& c : copies)
-    for (size_t off = 0; off < c.n; off += kSlice) slices.push_back({c.src + off, c.dst + off, std::min(kSlice, c.n - off)});
+    for (size_t off = 0; off < c.n; off += kSlice)
+      slices.push_back({c.src + off, c.dst + off, std::min(kSlice, c.n - off)});
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   if (slices.size() < 4 || threads == 1) {
     for (const Copy& s : slices) std::memcpy(s.dst, s.src, s.n);
@@ -111,7 +112,8 @@ std::shared_ptr<AsyncSaver::Arena> AsyncSaver::take_arena(uint64_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Prefer an arena that is already big enough (its pages are touched).
-    auto it = std::find_if(free_arenas_.begin(), free_arenas_.end(), [&](const auto& a) { return a->capacity >= bytes; });
+    auto it =
+        std::find_if(free_arenas_.begin(), free_arenas_.end(), [&](const auto& a) { return a->capacity >= bytes; });
     if (it == free_arenas_.end() && !free_arenas_.empty()) it = free_arenas_.begin();
     if (it != free_arenas_.end()) {
       arena = *it;

@@ -4,13 +4,20 @@ namespace ckpt {
 
 const char* to_string(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::kCorruption: return "corruption";
-    case ErrorKind::kIO: return "io";
-    case ErrorKind::kNotFound: return "not found";
-    case ErrorKind::kUnsafe: return "unsafe";
-    case ErrorKind::kMismatch: return "mismatch";
-    case ErrorKind::kInvalidArgument: return "invalid argument";
-    case ErrorKind::kUnsupported: return "unsupported";
+    case ErrorKind::kCorruption:
+      return "corruption";
+    case ErrorKind::kIO:
+      return "io";
+    case ErrorKind::kNotFound:
+      return "not found";
+    case ErrorKind::kUnsafe:
+      return "unsafe";
+    case ErrorKind::kMismatch:
+      return "mismatch";
+    case ErrorKind::kInvalidArgument:
+      return "invalid argument";
+    case ErrorKind::kUnsupported:
+      return "unsupported";
   }
   return "unknown";
 }

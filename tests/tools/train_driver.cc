@@ -27,16 +27,26 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--optimizer") a.optimizer = v;
-    else if (k == "--scheduler") a.scheduler = v;
-    else if (k == "--steps") a.steps = std::stoll(v);
-    else if (k == "--stop-after") a.stop_after = std::stoll(v);
-    else if (k == "--checkpoint") a.checkpoint = v;
-    else if (k == "--resume") a.resume = v;
-    else if (k == "--restore") a.restore = v;
-    else if (k == "--out") a.out = v;
-    else if (k == "--lr-curve") a.lr_curve = std::stoll(v);
-    else throw std::runtime_error("unknown argument " + k);
+    if (k == "--optimizer")
+      a.optimizer = v;
+    else if (k == "--scheduler")
+      a.scheduler = v;
+    else if (k == "--steps")
+      a.steps = std::stoll(v);
+    else if (k == "--stop-after")
+      a.stop_after = std::stoll(v);
+    else if (k == "--checkpoint")
+      a.checkpoint = v;
+    else if (k == "--resume")
+      a.resume = v;
+    else if (k == "--restore")
+      a.restore = v;
+    else if (k == "--out")
+      a.out = v;
+    else if (k == "--lr-curve")
+      a.lr_curve = std::stoll(v);
+    else
+      throw std::runtime_error("unknown argument " + k);
   }
   return a;
 }
@@ -44,7 +54,8 @@ Args parse(int argc, char** argv) {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name, std::vector<torch::Tensor> params) {
   using namespace torch::optim;
   if (name == "sgd") return std::make_unique<SGD>(params, SGDOptions(0.05).momentum(0.9).weight_decay(1e-4));
-  if (name == "sgd_nesterov") return std::make_unique<SGD>(params, SGDOptions(0.05).momentum(0.9).nesterov(true).dampening(0));
+  if (name == "sgd_nesterov")
+    return std::make_unique<SGD>(params, SGDOptions(0.05).momentum(0.9).nesterov(true).dampening(0));
   if (name == "sgd_plain") return std::make_unique<SGD>(params, SGDOptions(0.05));
   if (name == "adam") return std::make_unique<Adam>(params, AdamOptions(1e-2));
   if (name == "adam_amsgrad") return std::make_unique<Adam>(params, AdamOptions(1e-2).amsgrad(true).weight_decay(1e-3));
@@ -63,7 +74,8 @@ std::unique_ptr<ckpt::Scheduler> make_scheduler(const std::string& name, torch::
   if (name == "cosine") return std::make_unique<ckpt::CosineAnnealingLR>(opt, 6, 1e-4);
   if (name == "linear") return std::make_unique<ckpt::LinearLR>(opt, 0.25, 1.0, 8);
   if (name == "onecycle") return std::make_unique<ckpt::OneCycleLR>(opt, ckpt::OneCycleLROptions(0.05, steps + 1));
-  if (name == "plateau") return std::make_unique<ckpt::ReduceLROnPlateau>(opt, ckpt::ReduceLROnPlateauOptions().patience(0).factor(0.5));
+  if (name == "plateau")
+    return std::make_unique<ckpt::ReduceLROnPlateau>(opt, ckpt::ReduceLROnPlateauOptions().patience(0).factor(0.5));
   throw std::runtime_error("unknown scheduler " + name);
 }
 

@@ -12,8 +12,8 @@
 
 namespace {
 
-using ckpt::Value;
 using ckpt::str_cat;
+using ckpt::Value;
 using Json = nlohmann::ordered_json;
 
 std::string key_text(const Value& k) {
@@ -27,7 +27,9 @@ std::string shape_text(const ckpt::TensorRef& t) {
   return s + "]";
 }
 
-uint64_t tensor_bytes(const ckpt::TensorRef& t) { return static_cast<uint64_t>(t.numel()) * ckpt::element_size(t.dtype); }
+uint64_t tensor_bytes(const ckpt::TensorRef& t) {
+  return static_cast<uint64_t>(t.numel()) * ckpt::element_size(t.dtype);
+}
 
 struct Totals {
   size_t tensors = 0;
@@ -76,13 +78,14 @@ class TextPrinter : public Walker {
   void on_value(const Value& v, const std::string& path, int depth) override {
     if (v.is_tensor()) count(v.tensor());
     if (depth > max_depth) return;
-    std::string name = path.empty() ? "<root>" : path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+    std::string name =
+        path.empty() ? "<root>" : path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
     std::string indent(static_cast<size_t>(depth) * 2, ' ');
     std::string desc;
     if (v.is_tensor()) {
       const auto& t = v.tensor();
       desc = str_cat(t.is_parameter ? "Parameter " : "Tensor ", ckpt::dtype_name(t.dtype), " ", shape_text(t), " ",
-                                  tensor_bytes(t), " bytes", t.requires_grad ? " requires_grad" : "");
+                     tensor_bytes(t), " bytes", t.requires_grad ? " requires_grad" : "");
     } else if (v.is_dict() || v.is_list() || v.is_tuple()) {
       desc = str_cat(v.kind_name(), ", ", v.size(), v.size() == 1 ? " item" : " items");
     } else {
@@ -144,9 +147,12 @@ int cmd_inspect(const std::string& file, bool json, int depth, bool no_crc) {
     Json out{{"file", file},
              {"root", root.kind_name()},
              {"tensors", c.tensors},
-             {"totals", {{"tensors", c.totals.tensors}, {"elements", c.totals.elements},
-                         {"tensor_bytes", c.totals.tensor_bytes}, {"storages", c.totals.storages.size()},
-                         {"storage_bytes", storage_bytes(c.totals)}}}};
+             {"totals",
+              {{"tensors", c.totals.tensors},
+               {"elements", c.totals.elements},
+               {"tensor_bytes", c.totals.tensor_bytes},
+               {"storages", c.totals.storages.size()},
+               {"storage_bytes", storage_bytes(c.totals)}}}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -164,8 +170,8 @@ int cmd_verify(const std::string& file, bool quiet) {
   size_t checked = 0;
   for (const auto& rec : r.records) checked += rec.crc_checked;
   if (!quiet) {
-    std::cout << file << ": OK — " << r.format << ", " << r.file_size << " bytes, " << r.records.size()
-              << " records (" << checked << " CRC-32 verified";
+    std::cout << file << ": OK — " << r.format << ", " << r.file_size << " bytes, " << r.records.size() << " records ("
+              << checked << " CRC-32 verified";
     if (checked < r.records.size()) std::cout << ", " << r.records.size() - checked << " without a stored CRC";
     std::cout << "), " << r.tensors << " tensors in " << r.storages << " storages\n";
   }
@@ -191,18 +197,21 @@ int main(int argc, char** argv) {
   bool json = false, quiet = false;
   int depth = 1 << 30;
 
-  auto* inspect = app.add_subcommand("inspect", "Print the object tree: keys, types, tensors (dtype, shape, bytes) and totals");
+  auto* inspect =
+      app.add_subcommand("inspect", "Print the object tree: keys, types, tensors (dtype, shape, bytes) and totals");
   inspect->add_option("FILE", file, "checkpoint file")->required();
   inspect->add_flag("--json", json, "print one JSON document with a top-level \"tensors\" array");
   inspect->add_option("--depth", depth, "print the tree only down to this depth");
   bool no_crc = false;
   inspect->add_flag("--no-crc", no_crc, "skip the CRC-32 check of tensor data (faster on huge files)");
 
-  auto* verify = app.add_subcommand("verify", "Check structure, every CRC-32, the pickle's safety and every tensor's bounds");
+  auto* verify =
+      app.add_subcommand("verify", "Check structure, every CRC-32, the pickle's safety and every tensor's bounds");
   verify->add_option("FILE", file, "checkpoint file")->required();
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
 
-  auto* convert = app.add_subcommand("convert", "Load IN (zip or legacy format) and write OUT in PyTorch's current format");
+  auto* convert =
+      app.add_subcommand("convert", "Load IN (zip or legacy format) and write OUT in PyTorch's current format");
   convert->add_option("IN", in, "input checkpoint")->required();
   convert->add_option("OUT", out, "output file (written crash-safely)")->required();
 
