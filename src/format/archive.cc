@@ -52,37 +52,13 @@ uint64_t align_up(uint64_t x) {
   return (x + kBlock - 1) / kBlock * kBlock;
 }
 
-// Memory for an eagerly loaded storage of at least kOwnMapping bytes: its own anonymous
-// mapping, laid out so that data() is congruent to the record's file offset modulo the block
-// size. O_DIRECT then reads whole blocks straight into place; the slack before data() and
-// after its end receives the neighbouring records' bytes. (No MADV_HUGEPAGE: with THP defrag
-// on madvised regions, faults there stalled in page compaction, 3x slower than plain pages.)
-class LoadedStorage final : public StorageData {
- public:
-  LoadedStorage(DType dtype, size_t nbytes, uint64_t file_offset) : dtype_(dtype), nbytes_(nbytes) {
-    const uint64_t head = file_offset % kBlock;
-    len_ = static_cast<size_t>(align_up(head + nbytes + kBlock));
-    void* p = ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) fail(ErrorKind::kIO, "out of memory mapping ", len_, " bytes for a storage");
-    base_ = static_cast<std::byte*>(p);
-    data_ = base_ + head;
-  }
-  ~LoadedStorage() override { ::munmap(base_, len_); }
-  std::byte* data() const override { return data_; }
-  size_t nbytes() const override { return nbytes_; }
-  DType dtype() const override { return dtype_; }
-
- private:
-  DType dtype_;
-  size_t nbytes_;
-  std::byte* base_ = nullptr;
-  size_t len_ = 0;
-  std::byte* data_ = nullptr;
-};
-
-// Small records are read in runs: one anonymous mapping per run, laid out like the file span
-// (so each record keeps its 64-byte file alignment), each storage a slice of it. The mapping
-// lives until the last of its slices is released.
+// Owned memory for eagerly loaded storages: anonymous mappings laid out like the file, so that
+// storage bytes sit at the same offset modulo the block size as in the file and O_DIRECT reads
+// whole blocks straight into place. A record of at least kOwnMapping bytes gets an arena of its
+// own (the slack before and after it receives the neighbouring records' bytes); runs of small
+// records share one arena spanning the run, each storage a slice of it, released with the last
+// slice. (No MADV_HUGEPAGE: with THP defrag on madvised regions, faults there stalled in page
+// compaction, 3x slower than plain pages.)
 struct RunArena {
   std::byte* base = nullptr;
   size_t len = 0;
@@ -305,7 +281,10 @@ class ArchiveReader {
           ps.storage = std::make_shared<MappedStorage>(file_, e->data_offset, static_cast<size_t>(nbytes), info.dtype);
           mapped_.push_back({&ps, e});
         } else if (e->method == 0 && !big_endian && nbytes >= kOwnMapping) {
-          ps.storage = std::make_shared<LoadedStorage>(info.dtype, static_cast<size_t>(nbytes), e->data_offset);
+          auto slice = std::make_shared<ArenaSlice>(info.dtype, static_cast<size_t>(nbytes));
+          const uint64_t head = e->data_offset % kBlock;
+          slice->place(std::make_shared<RunArena>(static_cast<size_t>(align_up(head + nbytes + kBlock))), head);
+          ps.storage = std::move(slice);
           zip_fill_.push_back({&ps, e});
         } else if (e->method == 0 && !big_endian) {
           ps.storage = std::make_shared<ArenaSlice>(info.dtype, static_cast<size_t>(nbytes));
@@ -327,7 +306,8 @@ class ArchiveReader {
       std::byte* dst = ps->storage->data();
       if (e->method == 0 && !big_endian) {
         auto* slice = dynamic_cast<ArenaSlice*>(ps->storage.get());
-        jobs.push_back(FillJob{e, slice ? nullptr : dst, slice, {}, {}});
+        bool unplaced = slice != nullptr && slice->data() == nullptr;  // a small record: placed with its run
+        jobs.push_back(FillJob{e, unplaced ? nullptr : dst, unplaced ? slice : nullptr, {}, {}});
         continue;
       }
       if (e->method == 0) {
