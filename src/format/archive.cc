@@ -573,8 +573,7 @@ Value read_archive(io::Env* env, const std::string& path, const LoadOptions& opt
   try {
     file = env->map_file(path);
   } catch (const Error& e) {
-    if (std::string(e.what()).compare(0, path.size(), path) == 0) throw;
-    rethrow_with_context(e, path);
+    rethrow_naming(e, path);
   }
   return read_archive(std::move(file), options, report);
 }
@@ -590,9 +589,7 @@ Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& opti
     }
     return root;
   } catch (const Error& e) {
-    std::string msg = e.what();
-    if (msg.compare(0, path.size(), path) == 0) throw;  // already names the file
-    rethrow_with_context(e, path);
+    rethrow_naming(e, path);
   }
 }
 
@@ -646,9 +643,7 @@ void write_archive(io::Env* env, const Value& value, const std::string& path, co
   try {
     write_prepared(env, prepare_archive(value), path, options);
   } catch (const Error& e) {
-    std::string msg = e.what();
-    if (msg.find(path) != std::string::npos) throw;
-    rethrow_with_context(e, path);
+    rethrow_naming(e, path);
   }
 }
 

@@ -109,10 +109,6 @@ class PosixMappedFile final : public MappedFile {
     }
   }
 
-  void advise_sequential(uint64_t offset, uint64_t n) const override {
-    ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_SEQUENTIAL);
-  }
-
   void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const override {
     for (const auto& [offset, n] : ranges)
       ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_WILLNEED);
@@ -246,7 +242,6 @@ class MemoryFile final : public MappedFile {
       fail(ErrorKind::kCorruption, name_, ": unexpected end of file at offset ", offset);
     std::memcpy(dst, bytes_.data() + offset, n);
   }
-  void advise_sequential(uint64_t, uint64_t) const override {}
 
  private:
   std::string bytes_;

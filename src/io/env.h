@@ -39,8 +39,6 @@ class MappedFile {
   virtual const std::string& path() const = 0;
   // Positional read into `dst` (thread-safe); throws on a short read.
   virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
-  // Hints that [offset, offset+n) will be read soon / sequentially.
-  virtual void advise_sequential(uint64_t offset, uint64_t n) const = 0;
   // Starts reading these ranges into the page cache, all at once, without waiting.
   virtual void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const {}
   // The fraction of [offset, offset+n) in the page cache (1 when unknown).

@@ -141,7 +141,7 @@ void AsyncSaver::save(const Value& value, const std::string& path, const SaveOpt
   try {
     job->archive = format::prepare_archive(value);
   } catch (const Error& e) {
-    rethrow_with_context(e, path);
+    rethrow_naming(e, path);
   }
   // Snapshot: one arena, each storage 64-byte aligned inside it.
   uint64_t total = 0;
@@ -179,9 +179,7 @@ void AsyncSaver::run() {
       try {
         format::write_prepared(io::Env::Default(), job->archive, job->path, job->options);
       } catch (const Error& e) {
-        std::string msg = e.what();
-        if (msg.find(job->path) != std::string::npos) throw;
-        rethrow_with_context(e, job->path);
+        rethrow_naming(e, job->path);
       }
     } catch (...) {
       err = std::current_exception();

@@ -36,6 +36,13 @@ template <class... Args>
   throw Error(e.kind(), context + ": " + e.what());
 }
 
+// Re-throws `e` so that its message names `path`: unchanged when it already does, else with
+// `path + ": "` in front.
+[[noreturn]] inline void rethrow_naming(const Error& e, const std::string& path) {
+  if (std::string(e.what()).find(path) != std::string::npos) throw e;
+  rethrow_with_context(e, path);
+}
+
 // "0x1a2b3c4d"
 std::string hex32(uint32_t v);
 
