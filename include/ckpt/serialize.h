@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,14 @@
 #include "ckpt/value.h"
 
 namespace ckpt {
+
+namespace io {
+class Env;  // the file layer (src/io/env.h): every OS call goes through one, for fault injection
+}
+
+// Called with the bytes done so far and the total, from the calling thread or a worker thread
+// (never two calls at once), at least once at the end with done == total.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 struct LoadOptions {
   // true: tensors view a copy-on-write memory mapping of the file (no copy; pages are read on
@@ -31,16 +40,32 @@ struct LoadOptions {
   // Bounds on what the pickle may build.
   size_t max_depth = 1000;
   size_t max_objects = size_t{1} << 26;
+  ProgressFn progress;
+  io::Env* env = nullptr;  // nullptr: the default (POSIX) one
 };
 
 struct SaveOptions {
   // fsync the file and its directory before returning. false is for scratch files only: a
   // crash may then lose the file (never leave a partial one under the final name).
   bool durable = true;
+  // Before writing, compare the filesystem's free space with the file's size and fail early
+  // (kIO, naming both numbers) rather than filling the disk.
+  bool check_free_space = true;
+  ProgressFn progress;
+  io::Env* env = nullptr;  // nullptr: the default (POSIX) one
+};
+
+// What a save wrote.
+struct SavedFile {
+  std::string path;
+  uint64_t bytes = 0;
+  // CRC-32 of every record's payload joined in archive order: one number for the content,
+  // recomputable from the zip directory alone (run-directory indexes record it).
+  uint32_t content_crc = 0;
 };
 
 Value load(const std::string& path, const LoadOptions& options = {});
-void save(const Value& value, const std::string& path, const SaveOptions& options = {});
+SavedFile save(const Value& value, const std::string& path, const SaveOptions& options = {});
 
 struct RecordReport {
   std::string name;
@@ -61,6 +86,6 @@ struct VerifyReport {
 
 // Checks the whole file: structure, every record's CRC-32 (also records load() skips), the
 // pickle against the allowlist, every tensor against its storage. Throws on the first problem.
-VerifyReport verify(const std::string& path);
+VerifyReport verify(const std::string& path, const LoadOptions& options = {});
 
 }  // namespace ckpt

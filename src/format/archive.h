@@ -10,7 +10,7 @@ namespace ckpt::format {
 Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options, VerifyReport* report = nullptr);
 // The same over an already opened file.
 Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report = nullptr);
-void write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options);
+SavedFile write_archive(io::Env* env, const Value& value, const std::string& path, const SaveOptions& options);
 
 // A value ready to write: its pickle and its distinct storages, in record order.
 struct PreparedArchive {
@@ -18,7 +18,16 @@ struct PreparedArchive {
   std::vector<std::shared_ptr<StorageData>> storages;
 };
 PreparedArchive prepare_archive(const Value& value);
-void write_prepared(io::Env* env, const PreparedArchive& archive, const std::string& path, const SaveOptions& options);
+// Writes and publishes `path`. `sync_dir` = false leaves the final directory sync to the caller
+// (the run manager syncs once for the file and what it commits with it).
+SavedFile write_prepared(io::Env* env, const PreparedArchive& archive, const std::string& path,
+                         const SaveOptions& options, bool sync_dir = true);
+// Bytes the archive of `archive` will take on disk, give or take a few hundred per record.
+uint64_t estimated_size(const PreparedArchive& archive);
+// Throws kIO ("needs N bytes, M available") when the filesystem of `path` lacks the room.
+void check_free_space(io::Env* env, const PreparedArchive& archive, const std::string& path);
+// The content CRC of a zip archive from its directory alone (reads no tensor data).
+uint32_t read_content_crc(io::Env* env, const std::string& path);
 
 // The archive-name prefix PyTorch derives from a file name: "ckpt.pt" -> "ckpt".
 std::string archive_prefix(const std::string& path);

@@ -53,14 +53,25 @@ void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::
 // threads; O_DIRECT when the file has it), checksumming payloads as they are copied. Memory
 // stays bounded whatever the archive size. The layout is byte-compatible with PyTorch's
 // writer (miniz).
+// The CRC-32 of every record's payload joined in archive order (crc32_combine of the records'
+// CRC-32s): one number for a whole archive, computed from its directory without reading the data.
+// The run manager's index records it, so a file swapped for another is noticed.
+uint32_t content_crc(const std::vector<Entry>& entries);
+
 class Writer {
  public:
   explicit Writer(io::WritableFile* file);
+  // Reports payload bytes written against `total` as large records are copied out.
+  void set_progress(std::function<void(uint64_t, uint64_t)> progress, uint64_t total) {
+    progress_ = std::move(progress);
+    progress_total_ = total;
+  }
   // A whole record from memory; computes its CRC-32.
   void add(const std::string& name, const void* data, uint64_t size);
   // Ends the archive: descriptors are already written; writes the directory and end records.
   void finish();
   uint64_t bytes_written() const { return offset_; }
+  uint32_t content_crc() const;
 
  private:
   struct Record {
@@ -71,8 +82,11 @@ class Writer {
   io::StreamWriter stream_;
   uint64_t offset_ = 0;  // logical end of the archive
   std::vector<Record> records_;
+  std::function<void(uint64_t, uint64_t)> progress_;
+  uint64_t progress_total_ = 0, progress_done_ = 0;
 
   void emit(const void* data, size_t n, uint32_t* crc = nullptr);
+  void emit_payload(const void* data, uint64_t n, uint32_t* crc);
 };
 
 }  // namespace ckpt::zip

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "format/zip.h"
 #include "util/bytes.h"
 #include "util/crc32.h"
@@ -14,6 +16,31 @@ Writer::Writer(io::WritableFile* file) : stream_(file) {}
 void Writer::emit(const void* data, size_t n, uint32_t* crc) {
   stream_.append(data, n, crc);
   offset_ += n;
+}
+
+void Writer::emit_payload(const void* data, uint64_t n, uint32_t* crc) {
+  constexpr uint64_t kSlice = uint64_t{32} << 20;  // progress granularity
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const uint64_t k = std::min(n, kSlice);
+    emit(p, static_cast<size_t>(k), crc);
+    p += k;
+    n -= k;
+    progress_done_ += k;
+    if (progress_) progress_(std::min(progress_done_, progress_total_), progress_total_);
+  }
+}
+
+uint32_t Writer::content_crc() const {
+  uint32_t crc = 0;
+  for (const Record& r : records_) crc = crc32_combine(crc, r.crc, r.size);
+  return crc;
+}
+
+uint32_t content_crc(const std::vector<Entry>& entries) {
+  uint32_t crc = 0;
+  for (const Entry& e : entries) crc = crc32_combine(crc, e.crc32, e.size);
+  return crc;
 }
 
 void Writer::add(const std::string& name, const void* data, uint64_t size) {
@@ -54,7 +81,7 @@ void Writer::add(const std::string& name, const void* data, uint64_t size) {
   emit(h.data(), h.size());
 
   uint32_t crc = 0;
-  emit(data, static_cast<size_t>(size), &crc);
+  emit_payload(data, size, &crc);
 
   if (size > 0) {  // data descriptor, APPNOTE 4.3.9
     std::string d;

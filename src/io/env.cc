@@ -1,12 +1,16 @@
 #include "io/env.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -230,6 +234,15 @@ class PosixEnv final : public Env {
   }
 };
 
+class PosixFileLock final : public FileLock {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }  // closing the last descriptor releases the flock
+
+ private:
+  int fd_;
+};
+
 class MemoryFile final : public MappedFile {
  public:
   MemoryFile(std::string bytes, std::string name) : bytes_(std::move(bytes)), name_(std::move(name)) {}
@@ -271,6 +284,115 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+std::vector<DirEntry> Env::list_dir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) fail_errno("cannot list directory", dir, errno);
+  std::vector<DirEntry> out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    bool is_file = e->d_type == DT_REG;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st {};
+      is_file = ::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+    }
+    out.push_back({std::move(name), is_file});
+  }
+  ::closedir(d);
+  return out;
+}
+
+void Env::create_dirs(const std::string& dir) {
+  if (dir.empty() || dir == "." || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) fail(ErrorKind::kInvalidArgument, dir, ": exists and is not a directory");
+    return;
+  }
+  create_dirs(dirname_of(dir));
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail_errno("cannot create directory", dir, errno);
+}
+
+std::unique_ptr<FileLock> Env::lock_file(const std::string& path, const std::string& owner) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail_errno("cannot open lock file", path, errno);
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    int err = errno;
+    std::string holder(256, '\0');
+    ssize_t n = ::pread(fd, holder.data(), holder.size(), 0);
+    holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      fail(ErrorKind::kIO, path, ": locked by another writer (", holder.empty() ? "unknown process" : holder, ")");
+    fail_errno("cannot lock", path, err);
+  }
+  // Ours now: record who holds it, for the error the next writer sees.
+  if (::ftruncate(fd, 0) == 0) {
+    std::string text = owner + "\n";
+    (void)!::pwrite(fd, text.data(), text.size(), 0);
+  }
+  return std::make_unique<PosixFileLock>(fd);
+}
+
+uint64_t Env::free_space(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) fail_errno("cannot query free space", path, errno);
+  return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
+}
+
+uint64_t Env::file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail_errno("cannot stat file", path, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string Env::read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail_errno("cannot open file", path, errno);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      fail_errno("read failed", path, err);
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
+}
+
+void Env::link_file(const std::string& from, const std::string& to) {
+  if (::link(from.c_str(), to.c_str()) == 0) return;
+  int err = errno;
+  if (err == EPERM || err == EXDEV || err == EOPNOTSUPP || err == EMLINK)
+    fail(ErrorKind::kUnsupported, from, ": cannot hard-link to '", to, "': ", std::strerror(err));
+  fail_errno("cannot hard-link to '" + to + "'", from, err);
+}
+
+bool is_temp_name_for(const std::string& name, const std::string& final_name) {
+  return final_name_of_temp(name) == final_name && !final_name.empty();
+}
+
+std::string final_name_of_temp(const std::string& name) {
+  // ".FINAL.tmp-PID-N"
+  if (name.size() < 2 || name[0] != '.') return "";
+  auto tmp = name.rfind(".tmp-");
+  if (tmp == std::string::npos || tmp < 2) return "";
+  std::string tail = name.substr(tmp + 5);
+  auto dash = tail.find('-');
+  if (dash == std::string::npos || dash == 0 || dash + 1 == tail.size()) return "";
+  for (size_t i = 0; i < tail.size(); ++i)
+    if (i != dash && !std::isdigit(static_cast<unsigned char>(tail[i]))) return "";
+  return name.substr(1, tmp - 1);
+}
+
 AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct) : env_(env), final_path_(std::move(final_path)) {
   static std::atomic<unsigned> counter{0};
   std::string dir = dirname_of(final_path_);
@@ -295,11 +417,15 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::commit(bool durable) {
+  commit_without_dir_sync(durable);
+  if (durable) env_->sync_dir(dirname_of(final_path_));
+}
+
+void AtomicFile::commit_without_dir_sync(bool durable) {
   if (durable) file_->sync();
   file_->close();
   env_->rename_file(temp_path_, final_path_);
   committed_ = true;
-  if (durable) env_->sync_dir(dirname_of(final_path_));
 }
 
 }  // namespace ckpt::io

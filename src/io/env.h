@@ -49,6 +49,18 @@ class MappedFile {
   static constexpr size_t direct_read_alignment() { return 4096; }
 };
 
+// An exclusive, advisory lock on a file (flock). Released by the destructor, and by the kernel
+// when the process dies, so a lock left by a dead process never blocks the next one.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
+struct DirEntry {
+  std::string name;
+  bool is_file = false;  // a regular file (not a directory, link or device)
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -62,6 +74,53 @@ class Env {
   virtual void remove_file(const std::string& path) noexcept = 0;
   virtual void sync_dir(const std::string& dir) = 0;
   virtual bool file_exists(const std::string& path) = 0;
+
+  // --- what the run manager needs. Defaults are the POSIX calls, so a test Env that wraps
+  // another only overrides what it injects faults into.
+  // The names in `dir` (without "." and ".."), in no particular order.
+  virtual std::vector<DirEntry> list_dir(const std::string& dir);
+  // Creates `dir` and its missing parents; an existing directory is fine.
+  virtual void create_dirs(const std::string& dir);
+  // Takes an exclusive lock on `path` (created if missing) without waiting, and writes `owner`
+  // into it. Held by another process: throws kIO whose message includes what that process
+  // wrote ("pid 1234 on host").
+  virtual std::unique_ptr<FileLock> lock_file(const std::string& path, const std::string& owner);
+  // Bytes an unprivileged writer may still use on the filesystem holding `path`.
+  virtual uint64_t free_space(const std::string& path);
+  virtual uint64_t file_size(const std::string& path);
+  // A whole small file (index, pointer). Throws kNotFound when it does not exist.
+  virtual std::string read_file(const std::string& path);
+  // A second name for an existing file (hard link); `to` must not exist. Throws kUnsupported
+  // when the filesystem has no hard links.
+  virtual void link_file(const std::string& from, const std::string& to);
+};
+
+// Wraps another Env and forwards every call: fault-injecting test Envs derive from it and
+// override only what they change (leveldb's EnvWrapper).
+class EnvWrapper : public Env {
+ public:
+  explicit EnvWrapper(Env* target) : target_(target) {}
+  Env* target() const { return target_; }
+  std::unique_ptr<WritableFile> new_writable_file(const std::string& path, bool direct = false) override {
+    return target_->new_writable_file(path, direct);
+  }
+  std::shared_ptr<MappedFile> map_file(const std::string& path) override { return target_->map_file(path); }
+  void rename_file(const std::string& from, const std::string& to) override { target_->rename_file(from, to); }
+  void remove_file(const std::string& path) noexcept override { target_->remove_file(path); }
+  void sync_dir(const std::string& dir) override { target_->sync_dir(dir); }
+  bool file_exists(const std::string& path) override { return target_->file_exists(path); }
+  std::vector<DirEntry> list_dir(const std::string& dir) override { return target_->list_dir(dir); }
+  void create_dirs(const std::string& dir) override { target_->create_dirs(dir); }
+  std::unique_ptr<FileLock> lock_file(const std::string& path, const std::string& owner) override {
+    return target_->lock_file(path, owner);
+  }
+  uint64_t free_space(const std::string& path) override { return target_->free_space(path); }
+  uint64_t file_size(const std::string& path) override { return target_->file_size(path); }
+  std::string read_file(const std::string& path) override { return target_->read_file(path); }
+  void link_file(const std::string& from, const std::string& to) override { target_->link_file(from, to); }
+
+ private:
+  Env* target_;
 };
 
 // A MappedFile over bytes in memory (tests, fuzzers, in-memory checkpoints).
@@ -70,6 +129,12 @@ std::shared_ptr<MappedFile> memory_file(std::string bytes, std::string name);
 // The directory part of `path` ("." when it has none).
 std::string dirname_of(const std::string& path);
 std::string basename_of(const std::string& path);
+
+// True when `name` is a temp file AtomicFile made for the final name `final_name`
+// (".FINAL.tmp-PID-N"): the one parser that cleanup of leftovers trusts.
+bool is_temp_name_for(const std::string& name, const std::string& final_name);
+// The final name a temp file of AtomicFile stands for ("" when `name` is none of ours).
+std::string final_name_of_temp(const std::string& name);
 
 // Crash-safe publication of one file. The protocol, step by step:
 //   1. create a temp file `.NAME.tmp-PID-N` in the destination's directory (same filesystem,
@@ -92,6 +157,9 @@ class AtomicFile {
   const std::string& temp_path() const { return temp_path_; }
   // Steps 3-5. `durable` = false skips the two fsyncs (for tests and scratch files).
   void commit(bool durable = true);
+  // Steps 3-4 only: the file is complete and renamed, and the caller syncs the directory (one
+  // directory sync can then cover several files).
+  void commit_without_dir_sync(bool durable = true);
 
  private:
   Env* env_;
