@@ -86,3 +86,121 @@ class FaultEnv : public io::Env {
 };
 
 }  // namespace ckpt::test
+
+namespace ckpt::test {
+
+// Wraps any Env, numbers every OS effect in order, and fails the Nth one (or the Nth of one
+// kind) with a chosen errno — as leveldb's fault-injection Env does. With `trace`, records
+// "kind path" for each call so a test can say which step failed.
+class OpFaultEnv : public io::EnvWrapper {
+ public:
+  enum Op { kCreate, kWrite, kSync, kClose, kRename, kSyncDir, kRemove, kLink, kMap, kLock, kFreeSpace, kList, kRead };
+  static const char* op_name(Op op) {
+    static const char* names[] = {"create", "write", "fsync", "close",      "rename", "sync-dir", "remove",
+                                  "link",   "map",   "lock",  "free-space", "list",   "read"};
+    return names[op];
+  }
+
+  explicit OpFaultEnv(io::Env* target = io::Env::Default()) : EnvWrapper(target) {}
+
+  int64_t fail_at = -1;     // the call number (0-based, over all kinds) that fails; -1: none
+  int fail_kind = -1;       // when >= 0, fail_at counts calls of this kind only
+  int error = EIO;          // errno of the failure
+  uint64_t free_bytes = 0;  // when non-zero, what free_space() reports
+  std::vector<std::string> trace;
+  std::atomic<int64_t> calls{0};
+  int64_t kind_calls[13] = {};
+
+  std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
+    hit(kCreate, path);
+    return std::make_unique<File>(this, target()->new_writable_file(path, direct));
+  }
+  std::shared_ptr<io::MappedFile> map_file(const std::string& path) override {
+    hit(kMap, path);
+    return target()->map_file(path);
+  }
+  void rename_file(const std::string& from, const std::string& to) override {
+    hit(kRename, to);
+    target()->rename_file(from, to);
+  }
+  void remove_file(const std::string& path) noexcept override {
+    try {
+      hit(kRemove, path);
+    } catch (const Error&) {
+      return;  // remove never reports; a failed one leaves the file
+    }
+    target()->remove_file(path);
+  }
+  void sync_dir(const std::string& dir) override {
+    hit(kSyncDir, dir);
+    target()->sync_dir(dir);
+  }
+  std::vector<io::DirEntry> list_dir(const std::string& dir) override {
+    hit(kList, dir);
+    return target()->list_dir(dir);
+  }
+  std::unique_ptr<io::FileLock> lock_file(const std::string& path, const std::string& owner) override {
+    hit(kLock, path);
+    return target()->lock_file(path, owner);
+  }
+  uint64_t free_space(const std::string& path) override {
+    hit(kFreeSpace, path);
+    return free_bytes ? free_bytes : target()->free_space(path);
+  }
+  std::string read_file(const std::string& path) override {
+    hit(kRead, path);
+    return target()->read_file(path);
+  }
+  void link_file(const std::string& from, const std::string& to) override {
+    hit(kLink, to);
+    target()->link_file(from, to);
+  }
+
+  void hit(Op op, const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t n = fail_kind >= 0 ? kind_calls[op] : calls.load();
+    ++calls;
+    ++kind_calls[op];
+    trace.push_back(std::string(op_name(op)) + " " + path);
+    if (fail_at >= 0 && n == fail_at && (fail_kind < 0 || fail_kind == op)) {
+      fail_at = -1;  // once
+      failed_step = trace.back();
+      fail(ErrorKind::kIO, path, ": ", op_name(op), " failed: ", std::strerror(error));
+    }
+  }
+  std::string failed_step;
+
+ private:
+  std::mutex mu_;
+
+  class File : public io::WritableFile {
+   public:
+    File(OpFaultEnv* env, std::unique_ptr<io::WritableFile> f) : env_(env), f_(std::move(f)) {}
+    void append(const void* data, size_t n) override {
+      env_->hit(kWrite, path());
+      f_->append(data, n);
+    }
+    void write_at(uint64_t offset, const void* data, size_t n) override {
+      env_->hit(kWrite, path());
+      f_->write_at(offset, data, n);
+    }
+    void sync() override {
+      env_->hit(kSync, path());
+      f_->sync();
+    }
+    void close() override {
+      env_->hit(kClose, path());
+      f_->close();
+    }
+    uint64_t size() const override { return f_->size(); }
+    const std::string& path() const override { return f_->path(); }
+    void truncate(uint64_t size) override { f_->truncate(size); }
+    size_t direct_alignment() const override { return f_->direct_alignment(); }
+
+   private:
+    OpFaultEnv* env_;
+    std::unique_ptr<io::WritableFile> f_;
+  };
+};
+
+}  // namespace ckpt::test

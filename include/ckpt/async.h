@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,8 +35,13 @@ class AsyncSaver {
   AsyncSaver& operator=(const AsyncSaver&) = delete;
 
   // Snapshots `value` and queues it for writing to `path`. Throws the error of an earlier save
-  // that nobody collected yet, and any error of the snapshot itself.
-  void save(const Value& value, const std::string& path, const SaveOptions& options = {});
+  // that nobody collected yet, any error of the snapshot itself, and a lack of disk space
+  // (checked here, before the copy, when options.check_free_space). `on_published`, when
+  // given, runs on the writer thread once the file is durable under its final name; what it
+  // throws is reported like a failed save. The run manager commits its index there.
+  using PublishedFn = std::function<void(const SavedFile&)>;
+  void save(const Value& value, const std::string& path, const SaveOptions& options = {},
+            PublishedFn on_published = nullptr);
   // Blocks until every queued save is published; throws the first error among them.
   void wait();
   // Saves queued or being written.

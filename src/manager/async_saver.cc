@@ -84,6 +84,7 @@ struct AsyncSaver::Job {
   std::string path;
   SaveOptions options;
   std::shared_ptr<Arena> arena;
+  PublishedFn on_published;
 };
 
 AsyncSaver::AsyncSaver(size_t max_in_flight) : max_in_flight_(std::max<size_t>(1, max_in_flight)) {
@@ -125,7 +126,8 @@ std::shared_ptr<AsyncSaver::Arena> AsyncSaver::take_arena(uint64_t bytes) {
   return arena;
 }
 
-void AsyncSaver::save(const Value& value, const std::string& path, const SaveOptions& options) {
+void AsyncSaver::save(const Value& value, const std::string& path, const SaveOptions& options,
+                      PublishedFn on_published) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return in_flight_ < max_in_flight_ || error_; });
@@ -138,8 +140,11 @@ void AsyncSaver::save(const Value& value, const std::string& path, const SaveOpt
   auto job = std::make_unique<Job>();
   job->path = path;
   job->options = options;
+  job->on_published = std::move(on_published);
+  io::Env* env = options.env ? options.env : io::Env::Default();
   try {
     job->archive = format::prepare_archive(value);
+    if (options.check_free_space) format::check_free_space(env, job->archive, path);
   } catch (const Error& e) {
     rethrow_naming(e, path);
   }
@@ -176,11 +181,18 @@ void AsyncSaver::run() {
     }
     std::exception_ptr err;
     try {
+      SavedFile saved;
       try {
-        format::write_prepared(io::Env::Default(), job->archive, job->path, job->options);
+        SaveOptions options = job->options;
+        options.check_free_space = false;  // checked by save(), before the snapshot
+        saved =
+            format::write_prepared(options.env ? options.env : io::Env::Default(), job->archive, job->path, options);
       } catch (const Error& e) {
         rethrow_naming(e, job->path);
       }
+      // The snapshot is no longer needed: give its memory back before the callback runs.
+      job->archive.storages.clear();
+      if (job->on_published) job->on_published(saved);
     } catch (...) {
       err = std::current_exception();
     }

@@ -1,20 +1,63 @@
-// ckpt — inspect, verify and convert PyTorch checkpoint files.
+// ckpt — inspect, verify and convert PyTorch checkpoint files; list, verify and prune run
+// directories.
 // Each command parses its arguments, calls one library function, prints, and maps errors to
 // exit codes: 0 success, 1 bad input or failed operation, 2 usage error.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "ckpt/manager.h"
 #include "ckpt/serialize.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace {
 
 using ckpt::str_cat;
 using ckpt::Value;
 using Json = nlohmann::ordered_json;
+
+// A progress bar on stderr when it is a terminal and the work is large; silent otherwise.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label) : label_(std::move(label)), tty_(::isatty(STDERR_FILENO) == 1) {}
+  ~ProgressBar() { done(); }
+  ckpt::ProgressFn fn() {
+    if (!tty_) return nullptr;
+    return [this](uint64_t done, uint64_t total) { draw(done, total); };
+  }
+  void done() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");
+    drawn_ = false;
+  }
+
+ private:
+  std::string label_;
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_{};
+  void draw(uint64_t done, uint64_t total) {
+    if (total < (uint64_t{64} << 20)) return;  // small: over before a bar helps
+    auto now = std::chrono::steady_clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const int width = 30;
+    double f = total ? double(done) / double(total) : 1.0;
+    int filled = static_cast<int>(f * width);
+    double secs = std::chrono::duration<double>(now - start_).count();
+    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s  %.0f MB/s", label_.c_str(), std::string(filled, '#').c_str(),
+                 std::string(width - filled, ' ').c_str(), static_cast<int>(f * 100), ckpt::human_bytes(done).c_str(),
+                 ckpt::human_bytes(total).c_str(), secs > 0 ? double(done) / secs / 1e6 : 0.0);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+};
 
 std::string key_text(const Value& k) {
   if (k.is_string()) return k.to_string();
@@ -140,7 +183,10 @@ int cmd_inspect(const std::string& file, bool json, int depth, bool no_crc) {
   ckpt::LoadOptions options;
   options.mmap = true;
   options.verify_checksums = !no_crc;
+  ProgressBar bar("checking");
+  options.progress = bar.fn();
   Value root = ckpt::load(file, options);
+  bar.done();
   if (json) {
     JsonCollector c;
     c.walk(root, "", 0);
@@ -165,8 +211,108 @@ int cmd_inspect(const std::string& file, bool json, int depth, bool no_crc) {
   return 0;
 }
 
+std::string metrics_text(const std::map<std::string, double>& metrics) {
+  std::string out;
+  for (const auto& [k, v] : metrics) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    out += (out.empty() ? "" : " ") + k + "=" + buf;
+  }
+  return out.empty() ? "-" : out;
+}
+
+Json record_json(const ckpt::CheckpointRecord& r) {
+  Json metrics = Json::object();
+  for (const auto& [k, v] : r.metrics) {
+    if (std::isfinite(v))
+      metrics[k] = v;
+    else
+      metrics[k] = std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf");
+  }
+  Json j{{"path", r.path},     {"file", r.file},   {"epoch", r.epoch},    {"step", r.step},
+         {"metrics", metrics}, {"bytes", r.bytes}, {"time", r.unix_time}, {"content_crc", ckpt::hex32(r.content_crc)},
+         {"latest", r.latest}, {"best", r.best}};
+  j["damaged"] = r.damaged.empty() ? Json(nullptr) : Json(r.damaged);
+  return j;
+}
+
+int cmd_ls(const std::string& dir, bool json) {
+  std::vector<ckpt::CheckpointRecord> records = ckpt::list_run(dir);
+  if (json) {
+    Json out = Json::array();
+    for (const auto& r : records) out.push_back(record_json(r));
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  if (records.empty()) {
+    std::cout << dir << ": no checkpoints\n";
+    return 0;
+  }
+  size_t w = 4;
+  for (const auto& r : records) w = std::max(w, r.file.size());
+  std::printf("%-*s %6s %9s %10s  %-20s  %s\n", int(w), "file", "epoch", "step", "size", "time", "metrics");
+  for (const auto& r : records) {
+    std::string tags;
+    if (r.latest) tags += " [latest]";
+    if (r.best) tags += " [best]";
+    if (!r.damaged.empty()) tags += " [damaged: " + r.damaged + "]";
+    std::time_t t = static_cast<std::time_t>(r.unix_time);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    std::printf("%-*s %6lld %9lld %10s  %-20s  %s%s\n", int(w), r.file.c_str(), static_cast<long long>(r.epoch),
+                static_cast<long long>(r.step), ckpt::human_bytes(r.bytes).c_str(), when,
+                metrics_text(r.metrics).c_str(), tags.c_str());
+  }
+  return 0;
+}
+
+int cmd_verify_run(const std::string& dir, bool quiet, bool json) {
+  ckpt::LoadOptions options;
+  ProgressBar bar("verifying");
+  options.progress = bar.fn();
+  std::vector<ckpt::RunVerifyResult> results = ckpt::verify_run(dir, options);
+  bar.done();
+  size_t damaged = 0;
+  Json out = Json::array();
+  for (const auto& v : results) {
+    damaged += !v.problem.empty();
+    if (json) {
+      Json j = record_json(v.record);
+      j["ok"] = v.problem.empty();
+      j["problem"] = v.problem.empty() ? Json(nullptr) : Json(v.problem);
+      out.push_back(j);
+    } else if (!v.problem.empty()) {
+      std::cout << "DAMAGED " << v.problem << "\n";
+    } else if (!quiet) {
+      std::cout << "OK      " << v.record.path << "\n";
+    }
+  }
+  if (json)
+    std::cout << out.dump(2) << "\n";
+  else if (!quiet || damaged)
+    std::cout << dir << ": " << results.size() - damaged << " of " << results.size() << " checkpoints verify"
+              << (damaged ? str_cat(", ", damaged, " damaged") : "") << "\n";
+  return damaged ? 1 : 0;
+}
+
+int cmd_prune(const std::string& dir, const ckpt::RetentionPolicy& policy, bool dry_run) {
+  if (policy.keeps_everything()) {
+    std::cerr << "ckpt prune: no retention policy given (--keep-last, --keep-best, --keep-every-*): nothing to do\n";
+    return 2;
+  }
+  std::vector<ckpt::CheckpointRecord> victims = ckpt::prune_run(dir, policy, dry_run);
+  for (const auto& r : victims) std::cout << (dry_run ? "would delete " : "deleted ") << r.path << "\n";
+  std::cout << dir << ": " << victims.size()
+            << (dry_run ? " checkpoints would be deleted\n" : " checkpoints deleted\n");
+  return 0;
+}
+
 int cmd_verify(const std::string& file, bool quiet) {
-  ckpt::VerifyReport r = ckpt::verify(file);
+  ckpt::LoadOptions options;
+  ProgressBar bar("verifying");
+  options.progress = bar.fn();
+  ckpt::VerifyReport r = ckpt::verify(file, options);
+  bar.done();
   size_t checked = 0;
   for (const auto& rec : r.records) checked += rec.crc_checked;
   if (!quiet) {
@@ -182,14 +328,18 @@ int cmd_convert(const std::string& in, const std::string& out) {
   ckpt::LoadOptions options;
   options.mmap = true;
   Value root = ckpt::load(in, options);
-  ckpt::save(root, out);
+  ckpt::SaveOptions save_options;
+  ProgressBar bar("writing");
+  save_options.progress = bar.fn();
+  ckpt::save(root, out, save_options);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ckpt: inspect, verify and convert PyTorch checkpoints (.pt/.pth)"};
+  CLI::App app{
+      "ckpt: inspect, verify and convert PyTorch checkpoints (.pt/.pth); list, verify and prune run directories"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ckpt 0.1.0");
 
@@ -205,10 +355,41 @@ int main(int argc, char** argv) {
   bool no_crc = false;
   inspect->add_flag("--no-crc", no_crc, "skip the CRC-32 check of tensor data (faster on huge files)");
 
-  auto* verify =
-      app.add_subcommand("verify", "Check structure, every CRC-32, the pickle's safety and every tensor's bounds");
-  verify->add_option("FILE", file, "checkpoint file")->required();
+  auto* verify = app.add_subcommand("verify",
+                                    "Check structure, every CRC-32, the pickle's safety and every tensor's bounds; "
+                                    "given a run directory, every checkpoint in it (exit 1 if any is damaged)");
+  verify->add_option("FILE", file, "checkpoint file or run directory")->required();
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
+  bool verify_json = false;
+  verify->add_flag("--json", verify_json, "for a run directory: one JSON array, an object per checkpoint");
+
+  std::string dir;
+  bool ls_json = false;
+  auto* ls = app.add_subcommand("ls",
+                                "List a run directory's committed checkpoints: epoch, step, metrics, size, "
+                                "which is latest and which best");
+  ls->add_option("RUNDIR", dir, "run directory")->required();
+  ls->add_flag("--json", ls_json,
+               "print a JSON array of objects with path, file, epoch, step, metrics, bytes, time, content_crc, "
+               "latest, best, damaged");
+
+  ckpt::RetentionPolicy policy;
+  std::string mode = "min";
+  bool dry_run = false;
+  auto* prune = app.add_subcommand("prune",
+                                   "Delete the checkpoints a retention policy does not keep (never the "
+                                   "latest, the best or the newest that verifies)");
+  prune->add_option("RUNDIR", dir, "run directory")->required();
+  prune->add_option("--keep-last", policy.keep_last, "keep the N most recent checkpoints");
+  prune->add_option("--keep-best", policy.keep_best, "keep the K best by --monitor");
+  prune->add_option("--monitor", policy.monitor, "the metric --keep-best ranks by (e.g. val_loss)");
+  prune->add_option("--mode", mode, "min or max: whether a smaller or a larger metric is better")
+      ->check(CLI::IsMember({"min", "max"}));
+  prune->add_option("--keep-every-epochs", policy.keep_every_epochs, "keep the first checkpoint of every N epochs");
+  prune->add_option("--keep-every-steps", policy.keep_every_steps, "keep the first checkpoint of every N steps");
+  prune->add_option("--keep-every-minutes", policy.keep_every_minutes,
+                    "keep the first checkpoint of every T minutes of the run");
+  prune->add_flag("-n,--dry-run", dry_run, "print what would be deleted, delete nothing");
 
   auto* convert =
       app.add_subcommand("convert", "Load IN (zip or legacy format) and write OUT in PyTorch's current format");
@@ -223,7 +404,17 @@ int main(int argc, char** argv) {
   }
   try {
     if (*inspect) return cmd_inspect(file, json, depth, no_crc);
-    if (*verify) return cmd_verify(file, quiet);
+    if (*verify)
+      return ckpt::is_run_directory(file) ? cmd_verify_run(file, quiet, verify_json) : cmd_verify(file, quiet);
+    if (*ls) return cmd_ls(dir, ls_json);
+    if (*prune) {
+      policy.mode = mode == "max" ? ckpt::Mode::kMax : ckpt::Mode::kMin;
+      if (policy.keep_best > 0 && policy.monitor.empty()) {
+        std::cerr << "ckpt prune: --keep-best needs --monitor\n";
+        return 2;
+      }
+      return cmd_prune(dir, policy, dry_run);
+    }
     if (*convert) return cmd_convert(in, out);
   } catch (const ckpt::Error& e) {
     std::cerr << "ckpt: " << e.what() << "\n";

@@ -1,0 +1,58 @@
+// CheckpointManager's TrainingState overloads: the LibTorch half of the manager, compiled into
+// ckpt::torch so that ckpt/manager.h and the rest of the manager stay free of LibTorch.
+#include <chrono>
+
+#include "ckpt/checkpoint.h"
+#include "ckpt/manager.h"
+#include "util/errors.h"
+
+namespace ckpt {
+namespace {
+
+std::map<std::string, double> numeric_metrics(const Value& metrics) {
+  std::map<std::string, double> out;
+  if (!metrics.is_dict()) return out;
+  for (const auto& [k, v] : metrics.dict())
+    if (k.is_string() && (v.is_int() || v.is_float())) out[k.to_string()] = v.to_double();
+  return out;
+}
+
+}  // namespace
+
+RestoreResult CheckpointManager::restore(TrainingState& state, const ResumeFrom& from, bool strict) {
+  RestoreResult r = load(from);
+  if (!r) return r;
+  try {
+    state.restore(r.checkpoint, strict);
+  } catch (const Error& e) {
+    rethrow_naming(e, r.record.path);
+  }
+  r.checkpoint = Value();  // the state holds what it needs; drop the loaded tensors
+  return r;
+}
+
+bool CheckpointManager::save(const TrainingState& state) {
+  return save(state.to_value(), state.step, state.epoch, numeric_metrics(state.metrics));
+}
+
+bool CheckpointManager::step(const TrainingState& state) {
+  if (preemption_requested()) {
+    save(state);
+    wait();
+    preempted_ = true;
+    return true;
+  }
+  return should_save_step(state.step) && save(state);
+}
+
+bool CheckpointManager::end_epoch(const TrainingState& state) {
+  if (preemption_requested()) {
+    save(state);
+    wait();
+    preempted_ = true;
+    return true;
+  }
+  return should_save_epoch(state.epoch) && save(state);
+}
+
+}  // namespace ckpt
