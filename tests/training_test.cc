@@ -1,6 +1,7 @@
 #include <torch/torch.h>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/manager.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -174,6 +175,48 @@ TEST(Checkpoint, MissingEntryNamesTheNearestKey) {
                "ck.pt: key 'optimizer_state' not found; did you mean 'optimizer'?");
   st.keys.optimizer = "optimizer";
   EXPECT_NO_THROW(st.load(dir.file("ck.pt")));
+}
+
+TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
+  TempDir dir;
+  ManagerOptions o;
+  o.durable = false;
+  o.save_every_steps = 2;
+  torch::nn::Linear model(4, 3);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  TrainingState state;
+  state.model = model.ptr().get();
+  state.optimizer = &opt;
+  {
+    CheckpointManager m(dir.path() + "/run", o);
+    EXPECT_FALSE(m.restore(state));  // a fresh start
+    for (state.step = 1; state.step <= 5; ++state.step) {
+      opt.zero_grad();
+      model->forward(torch::ones({2, 4})).sum().backward();
+      opt.step();
+      m.step(state);
+    }
+    --state.step;
+    EXPECT_EQ(m.latest()->step, 4);
+    EXPECT_TRUE(m.save(state));  // at the end
+    EXPECT_FALSE(m.save(state));
+  }
+  torch::nn::Linear fresh(4, 3);
+  torch::optim::SGD fresh_opt(fresh->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  TrainingState again;
+  again.model = fresh.ptr().get();
+  again.optimizer = &fresh_opt;
+  CheckpointManager m(dir.path() + "/run", o);
+  RestoreResult r = m.restore(again);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(again.step, 5);
+  EXPECT_TRUE(torch::equal(fresh->weight, model->weight));
+  // Another model: every checkpoint would fail the same way, so this is an error, not a fallback.
+  torch::nn::Linear other(4, 5);
+  TrainingState wrong;
+  wrong.model = other.ptr().get();
+  expect_error([&] { m.restore(wrong); }, ErrorKind::kMismatch, "epoch=000-step=000005.pt");
+  EXPECT_TRUE(m.checkpoints().back().damaged.empty());
 }
 
 }  // namespace

@@ -4,6 +4,10 @@
 //   train_driver ... --stop-after 10 --checkpoint ck.pt     # save at step 10 and exit
 //   train_driver ... --resume ck.pt --out final.pt          # a new process finishes the run
 //   train_driver ... --restore ck.pt --out dump.pt          # load into fresh objects, save again
+//   train_driver ... --run-dir RUN --save-every 3 --out final.pt   # through a CheckpointManager:
+//       resumes from RUN if it holds a checkpoint, saves every 3 steps (--async 1, --keep-last N,
+//       --pad-mb N of extra state so saves take a while, --step-ms N of sleep per step), SIGTERM
+//       saves and exits 0
 //
 // Model: Sequential(Linear(8,16), BatchNorm1d(16), ReLU, Dropout(0.2), Linear(16,3)) — the
 // same names as Python's nn.Sequential — on 200 synthetic samples in batches of 32 (7 steps
@@ -14,13 +18,18 @@
 #include <iostream>
 #include <map>
 
+#include <chrono>
+#include <thread>
+
 #include "ckpt/checkpoint.h"
+#include "ckpt/manager.h"
 
 namespace {
 
 struct Args {
-  std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore;
+  std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore, run_dir;
   int64_t steps = 20, stop_after = -1, lr_curve = -1;
+  int64_t save_every = 0, async = 0, keep_last = 0, pad_mb = 0, step_ms = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -45,6 +54,18 @@ Args parse(int argc, char** argv) {
       a.out = v;
     else if (k == "--lr-curve")
       a.lr_curve = std::stoll(v);
+    else if (k == "--run-dir")
+      a.run_dir = v;
+    else if (k == "--save-every")
+      a.save_every = std::stoll(v);
+    else if (k == "--async")
+      a.async = std::stoll(v);
+    else if (k == "--keep-last")
+      a.keep_last = std::stoll(v);
+    else if (k == "--pad-mb")
+      a.pad_mb = std::stoll(v);
+    else if (k == "--step-ms")
+      a.step_ms = std::stoll(v);
     else
       throw std::runtime_error("unknown argument " + k);
   }
@@ -123,6 +144,20 @@ int main(int argc, char** argv) try {
     return 0;
   }
   if (!a.resume.empty()) state.load(a.resume);
+  if (a.pad_mb > 0) state.extra.dict().set("pad", ckpt::Value(torch::zeros({a.pad_mb << 18})));  // MiB of float32
+
+  std::unique_ptr<ckpt::CheckpointManager> manager;
+  if (!a.run_dir.empty()) {
+    ckpt::ManagerOptions o;
+    o.save_every_steps = a.save_every;
+    o.async = a.async != 0;
+    o.keep_last = static_cast<int>(a.keep_last);
+    o.monitor = "epoch_loss_sum";
+    o.handle_preemption = true;
+    manager = std::make_unique<ckpt::CheckpointManager>(a.run_dir, o);
+    ckpt::RestoreResult r = manager->restore(state);
+    if (r) std::cerr << "train_driver: resumed from " << r.record.path << " at step " << state.step << "\n";
+  }
 
   auto* plateau = dynamic_cast<ckpt::ReduceLROnPlateau*>(sched.get());
   auto* per_step = dynamic_cast<ckpt::LRScheduler*>(sched.get());
@@ -149,6 +184,18 @@ int main(int argc, char** argv) try {
       state.save(a.checkpoint);
       return 0;
     }
+    if (manager) {
+      manager->step(state);
+      if (manager->preempted()) {
+        std::cerr << "train_driver: preempted; saved step " << state.step << "\n";
+        return 0;
+      }
+    }
+    if (a.step_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(a.step_ms));
+  }
+  if (manager) {
+    manager->save(state);
+    manager->wait();
   }
   state.save(a.out);
   return 0;
