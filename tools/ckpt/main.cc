@@ -8,12 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "ckpt/manager.h"
 #include "ckpt/serialize.h"
+#include "plot.h"
 #include "util/errors.h"
 #include "util/text.h"
 
@@ -307,6 +309,20 @@ int cmd_prune(const std::string& dir, const ckpt::RetentionPolicy& policy, bool 
   return 0;
 }
 
+int cmd_plot(const std::string& dir, std::string out) {
+  if (out.empty()) out = dir + "/curves.svg";
+  std::vector<ckpt::cli::EpochPoint> points = ckpt::cli::read_metrics(dir);
+  std::vector<ckpt::CheckpointRecord> checkpoints;
+  if (ckpt::is_run_directory(dir)) checkpoints = ckpt::list_run(dir);
+  std::string svg = ckpt::cli::plot_svg("Training run " + dir, points, checkpoints);
+  std::ofstream f(out, std::ios::trunc);
+  f << svg;
+  f.close();
+  if (!f) ckpt::fail(ckpt::ErrorKind::kIO, out, ": cannot write the plot");
+  std::cout << out << ": " << points.size() << " epochs, " << checkpoints.size() << " checkpoints on disk\n";
+  return 0;
+}
+
 int cmd_verify(const std::string& file, bool quiet) {
   ckpt::LoadOptions options;
   ProgressBar bar("verifying");
@@ -396,6 +412,13 @@ int main(int argc, char** argv) {
   convert->add_option("IN", in, "input checkpoint")->required();
   convert->add_option("OUT", out, "output file (written crash-safely)")->required();
 
+  std::string plot_out;
+  auto* plot = app.add_subcommand("plot",
+                                  "Draw a run's train/validation loss and accuracy per epoch (from its "
+                                  "metrics.jsonl) with its checkpoints marked, as SVG");
+  plot->add_option("RUNDIR", dir, "run directory (written by ckpt-train)")->required();
+  plot->add_option("-o,--output", plot_out, "the SVG file to write (default: RUNDIR/curves.svg)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -407,6 +430,7 @@ int main(int argc, char** argv) {
     if (*verify)
       return ckpt::is_run_directory(file) ? cmd_verify_run(file, quiet, verify_json) : cmd_verify(file, quiet);
     if (*ls) return cmd_ls(dir, ls_json);
+    if (*plot) return cmd_plot(dir, plot_out);
     if (*prune) {
       policy.mode = mode == "max" ? ckpt::Mode::kMax : ckpt::Mode::kMin;
       if (policy.keep_best > 0 && policy.monitor.empty()) {

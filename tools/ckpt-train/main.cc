@@ -1,0 +1,354 @@
+// ckpt-train — trains a small CNN on Fashion-MNIST and checkpoints through ckpt's run manager:
+// interrupted at any moment (Ctrl-C, SIGTERM, SIGKILL, a crash) and run again, it continues
+// where it stopped and ends bit-identical to an uninterrupted run with the same seed and thread
+// count. `ckpt-train --help` lists the flags.
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
+#include <torch/utils.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "ckpt/checkpoint.h"
+#include "ckpt/manager.h"
+#include "console.h"
+#include "data.h"
+#include "model.h"
+
+namespace {
+
+using namespace ckpt::train;
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string run_dir = "runs/fashion-mnist";
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  int64_t epochs = 3;
+  int64_t batch_size = 64;
+  double lr = 1e-3;
+  int64_t seed = 0;
+  int64_t train_samples = 0;
+  int64_t val_samples = 5000;
+  int64_t save_every_steps = 500;
+  int keep_last = 3;
+  int keep_best = 1;
+  std::string monitor = "val_loss";
+  bool async = false;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string resume = "latest";
+  std::string predict;
+};
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+struct Eval {
+  double loss = 0, acc = 0;
+};
+
+Eval evaluate(Net& net, const Split& split) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  double loss = 0, correct = 0;
+  for (int64_t i = 0; i < split.size(); i += 1000) {
+    auto x = split.images.slice(0, i, i + 1000), y = split.labels.slice(0, i, i + 1000);
+    auto out = net->forward(x);
+    loss += torch::nn::functional::cross_entropy(
+                out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                .item<double>();
+    correct += out.argmax(1).eq(y).sum().item<double>();
+  }
+  return {loss / double(split.size()), correct / double(split.size())};
+}
+
+// state.metrics holds the epoch's results at the top (train_loss, val_loss, val_acc, ...: what
+// the run index records and ranks by) and the running sums of the epoch in progress under
+// "running" (loss_sum, correct, seen, and closed: the last epoch whose results are in).
+double metric(const ckpt::TrainingState& s, const char* key, double fallback = 0) {
+  const ckpt::Value* v = s.metrics.dict().find(key);
+  return v && (v->is_float() || v->is_int()) ? v->to_double() : fallback;
+}
+double running(const ckpt::TrainingState& s, const char* key, double fallback = 0) {
+  const ckpt::Value* r = s.metrics.dict().find("running");
+  const ckpt::Value* v = r && r->is_dict() ? r->dict().find(key) : nullptr;
+  return v && (v->is_float() || v->is_int()) ? v->to_double() : fallback;
+}
+void set_running(ckpt::TrainingState& s, const char* key, double value) {
+  if (!s.metrics.dict().find("running")) s.metrics.dict().set("running", ckpt::Value::new_dict());
+  ckpt::Value r = s.metrics["running"];
+  r.dict().set(key, value);
+}
+
+// --resume PATH: a checkpoint in the seeds' layout, e.g. written by Python
+// (model_state, optimizer_state, epoch = epochs completed, step). What it lacks starts fresh.
+void restore_from_file(const std::string& path, ckpt::TrainingState& state, ckpt::ResumableSampler& sampler,
+                       ckpt::LRScheduler& scheduler, int64_t steps_per_epoch, Console& console) {
+  ckpt::Value ck = ckpt::load(path);
+  if (!ck.is_dict()) throw ckpt::Error(ckpt::ErrorKind::kMismatch, path + ": not a checkpoint dict");
+  ckpt::TrainingState partial = state;  // only the entries the file has
+  auto has = [&](const std::string& key) { return ck.dict().find(key) != nullptr; };
+  if (!has(state.keys.scheduler)) partial.scheduler = nullptr;
+  if (!has(state.keys.data)) partial.data = nullptr;
+  partial.rng = has(state.keys.rng);
+  partial.restore(ck, /*strict=*/true);  // model and optimizer must be there and fit
+  state.epoch = partial.epoch;
+  state.step = partial.step;
+  if (has(state.keys.metrics)) state.metrics = partial.metrics;
+  for (const char* key : {"scheduler_state", "rng_state", "data_state"})
+    if (!has(key)) console.line(std::string("warning: ") + path + " has no '" + key + "': it starts fresh");
+  if (!has(state.keys.data)) {
+    // No data position: the file was written at an epoch boundary, `epoch` epochs done.
+    sampler.set_epoch(state.epoch);
+    if (!has(state.keys.step)) state.step = state.epoch * steps_per_epoch;
+    set_running(state, "closed", double(state.epoch) - 1);  // the new epoch starts at its beginning
+  }
+  if (!has(state.keys.scheduler))
+    for (int64_t e = 0; e < state.epoch; ++e) scheduler.step();  // the schedule at that epoch
+}
+
+// --predict FILE: the best model's logits on the first 256 test images, as Python's torch.load
+// reads them ({"logits": float32 [256, 10], "labels": int64 [256]}), loaded from best_model.pt
+// the way a user would.
+void write_predictions(const Flags& f, const FashionMnist& data, Console& console) {
+  Net best;
+  ckpt::load_state_dict(*best, ckpt::load(f.run_dir + "/best_model.pt"));
+  best->eval();
+  torch::NoGradGuard no_grad;
+  const int64_t n = std::min<int64_t>(256, data.test.size());
+  ckpt::Value out = ckpt::Value::new_dict();
+  out.dict().set("logits", ckpt::Value(best->forward(data.test.images.slice(0, 0, n)).contiguous()));
+  out.dict().set("labels", ckpt::Value(data.test.labels.slice(0, 0, n).contiguous()));
+  ckpt::save(out, f.predict);
+  console.line("wrote the best model's predictions for " + std::to_string(n) + " test images to " + f.predict);
+}
+
+int run(const Flags& f) {
+  torch::set_num_threads(f.threads);
+  torch::manual_seed(static_cast<uint64_t>(f.seed));
+  Console console;
+  const auto start = Clock::now();
+
+  FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
+  const int64_t steps_per_epoch = (data.train.size() + f.batch_size - 1) / f.batch_size;
+
+  Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(f.lr));
+  ckpt::StepLR scheduler(optimizer, /*step_size=*/2, /*gamma=*/0.5);  // stepped once an epoch
+  ckpt::ResumableSampler sampler(data.train.size(), /*shuffle=*/true, static_cast<uint64_t>(f.seed));
+
+  ckpt::TrainingState state;
+  state.model = net.ptr().get();
+  state.optimizer = &optimizer;
+  state.scheduler = &scheduler;
+  state.data = &sampler;
+  set_running(state, "closed", -1);
+
+  ckpt::ManagerOptions options;
+  options.save_every_steps = f.save_every_steps;
+  options.save_every_epochs = 1;
+  options.keep_last = f.keep_last;
+  options.keep_best = f.keep_best;
+  options.monitor = f.monitor;
+  options.mode = f.monitor == "val_acc" ? ckpt::Mode::kMax : ckpt::Mode::kMin;
+  options.async = f.async;
+  options.handle_preemption = true;
+  options.warn = [&](const std::string& w) { console.line("warning: " + w); };
+  ckpt::CheckpointManager manager(f.run_dir, options);
+  MetricsLog metrics_log(f.run_dir + "/metrics.jsonl");
+
+  // --- resume --------------------------------------------------------------------------------------
+  ckpt::ResumeFrom from = ckpt::ResumeFrom::parse(f.resume);
+  bool resumed = false;
+  if (from.kind == ckpt::ResumeFrom::Kind::kPath) {
+    restore_from_file(from.path, state, sampler, scheduler, steps_per_epoch, console);
+    console.line("resumed from " + from.path + " (epoch " + std::to_string(state.epoch + 1) + ", step " +
+                 std::to_string(state.step) + ")");
+    resumed = true;
+  } else if (ckpt::RestoreResult r = manager.restore(state, from)) {
+    console.line("resumed from " + r.record.path + " (epoch " + std::to_string(state.epoch + 1) + ", step " +
+                 std::to_string(state.step) + ")");
+    resumed = true;
+  }
+  if (!resumed) {
+    sampler.set_epoch(0);
+    console.line("training from scratch: " + std::to_string(data.train.size()) + " training images, " +
+                 std::to_string(data.val.size()) + " for validation, " + std::to_string(f.epochs) + " epochs of " +
+                 std::to_string(steps_per_epoch) + " steps, " + std::to_string(f.threads) + " threads");
+  }
+  metrics_log.keep_up_to_step(state.step);
+
+  // --- train ---------------------------------------------------------------------------------------
+  auto report_save = [&](double blocked_before) {
+    double ms = 1000 * (manager.blocked_seconds() - blocked_before);
+    if (f.async)
+      console.line("checkpoint at step " + std::to_string(state.step) + " queued; training blocked " + fixed(ms, 0) +
+                   " ms (written in the background)");
+    else if (auto latest = manager.latest())
+      console.line("saved " + latest->path + " (" + fixed(double(latest->bytes) / 1e6, 1) + " MB); training blocked " +
+                   fixed(ms, 0) + " ms");
+  };
+  auto preempted = [&] {
+    console.end_progress();
+    console.line("interrupted: checkpoint saved at step " + std::to_string(state.step) +
+                 "; run the same command to continue");
+    return 0;
+  };
+  int64_t steps_this_run = 0;
+  auto epoch_start = Clock::now();
+  int64_t seen_at_epoch_start = int64_t(running(state, "seen"));
+  for (;;) {
+    if (sampler.exhausted()) {
+      if (int64_t(running(state, "closed", -1)) != state.epoch) {  // close the epoch
+        console.end_progress();
+        const double lr = optimizer.param_groups()[0].options().get_lr();
+        Eval val = evaluate(net, data.val);
+        auto& m = state.metrics.dict();
+        m.set("train_loss", running(state, "loss_sum") / std::max(1.0, running(state, "seen")));
+        m.set("train_acc", running(state, "correct") / std::max(1.0, running(state, "seen")));
+        m.set("val_loss", val.loss);
+        m.set("val_acc", val.acc);
+        m.set("lr", lr);
+        set_running(state, "closed", double(state.epoch));
+        scheduler.step();
+        const bool last = state.epoch + 1 >= f.epochs;
+        nlohmann::ordered_json record{{"epoch", state.epoch + 1},
+                                      {"step", state.step},
+                                      {"train_loss", metric(state, "train_loss")},
+                                      {"train_acc", metric(state, "train_acc")},
+                                      {"val_loss", val.loss},
+                                      {"val_acc", val.acc},
+                                      {"lr", lr}};
+        std::string summary = "epoch " + std::to_string(state.epoch + 1) + "/" + std::to_string(f.epochs) +
+                              ": train loss " + fixed(metric(state, "train_loss"), 4) + ", acc " +
+                              fixed(100 * metric(state, "train_acc"), 2) + "%; val loss " + fixed(val.loss, 4) +
+                              ", acc " + fixed(100 * val.acc, 2) + "%";
+        if (last) {
+          Eval test = evaluate(net, data.test);
+          m.set("test_acc", test.acc);
+          record["test_acc"] = test.acc;
+          summary += "; test acc " + fixed(100 * test.acc, 2) + "%";
+        }
+        record["elapsed_s"] = seconds_since(start);
+        metrics_log.append(record);  // before the checkpoint: a crash between them replays the epoch
+        console.line(summary);
+        const double blocked = manager.blocked_seconds();
+        if (manager.end_epoch(state)) report_save(blocked);
+        if (manager.preempted()) return preempted();
+      }
+      if (state.epoch + 1 >= f.epochs) break;
+      sampler.set_epoch(++state.epoch);
+      for (const char* key : {"loss_sum", "correct", "seen"}) set_running(state, key, 0.0);
+      epoch_start = Clock::now();
+      seen_at_epoch_start = 0;
+    }
+
+    std::vector<int64_t> idx = sampler.next(f.batch_size);
+    auto index = torch::tensor(idx, torch::kLong);
+    torch::Tensor x = data.train.images.index_select(0, index), y = data.train.labels.index_select(0, index);
+    net->train();
+    optimizer.zero_grad();
+    torch::Tensor out = net->forward(x);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
+    loss.backward();
+    optimizer.step();
+    ++state.step;
+    ++steps_this_run;
+    const double n = double(idx.size());
+    set_running(state, "loss_sum", running(state, "loss_sum") + loss.item<double>() * n);
+    set_running(state, "correct", running(state, "correct") + out.argmax(1).eq(y).sum().item<double>());
+    set_running(state, "seen", running(state, "seen") + n);
+
+    const double seen = running(state, "seen");
+    console.progress(state.epoch, f.epochs, int64_t(seen), data.train.size(), running(state, "loss_sum") / seen,
+                     running(state, "correct") / seen,
+                     (seen - double(seen_at_epoch_start)) / std::max(1e-9, seconds_since(epoch_start)));
+    const double blocked = manager.blocked_seconds();
+    if (manager.step(state)) {
+      if (manager.preempted()) return preempted();
+      console.end_progress();
+      report_save(blocked);
+    }
+  }
+
+  manager.save(state);  // a no-op when the last epoch's checkpoint is at this step
+  manager.wait();
+  const double total = seconds_since(start);
+  if (steps_this_run == 0) {
+    console.line("the run in " + f.run_dir + " has already trained " + std::to_string(f.epochs) +
+                 " epochs; nothing to do (pass --epochs N to train further)");
+  } else {
+    console.line("done in " + format_duration(total) + ": test accuracy " + fixed(100 * metric(state, "test_acc"), 2) +
+                 "%; checkpoints blocked training for " + fixed(manager.blocked_seconds(), 2) + " s (" +
+                 fixed(100 * manager.blocked_seconds() / total, 1) + "% of the run)");
+  }
+  if (auto best = manager.best())
+    console.line("best by " + f.monitor + ": " + best->path + " (" + f.monitor + " " +
+                 fixed(best->metrics.at(f.monitor), 4) + "); its weights alone: " + f.run_dir + "/best_model.pt");
+  if (!f.predict.empty()) write_predictions(f, data, console);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{
+      "ckpt-train: train a small CNN on Fashion-MNIST with exact, crash-safe checkpoints.\n"
+      "Run it again after any interruption and it continues where it stopped."};
+  app.get_formatter()->column_width(34);
+  app.add_option("--run-dir", f.run_dir, "where checkpoints, index.json, best_model.pt and metrics.jsonl go")
+      ->capture_default_str();
+  app.add_option("--data", f.data, "directory with Fashion-MNIST's gzip IDX files")->capture_default_str();
+  app.add_option("--epochs", f.epochs, "epochs to train in all (a finished run trains further when raised)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", f.batch_size, "samples per step")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--lr", f.lr, "Adam's learning rate (halved every 2 epochs by StepLR)")->capture_default_str();
+  app.add_option("--seed", f.seed, "seed of the weights, dropout and the data order")->capture_default_str();
+  app.add_option("--train-samples", f.train_samples, "use only the first N training images (0: all but validation)")
+      ->capture_default_str();
+  app.add_option("--val-samples", f.val_samples, "the last N training images are held out for validation")
+      ->capture_default_str();
+  app.add_option("--save-every-steps", f.save_every_steps, "also checkpoint every N steps (0: only at epoch ends)")
+      ->capture_default_str();
+  app.add_option("--keep-last", f.keep_last, "keep the N newest checkpoints (0: all)")->capture_default_str();
+  app.add_option("--keep-best", f.keep_best, "keep the K best by --monitor")->capture_default_str();
+  app.add_option("--monitor", f.monitor, "the metric that picks the best model")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"val_loss", "val_acc"}));
+  app.add_flag("--async", f.async, "write checkpoints in the background (training waits only for a memory copy)");
+  app.add_option("--threads", f.threads, "LibTorch threads (exact resume needs the same number)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--resume", f.resume,
+                 "latest | best | none | PATH (a checkpoint in the seeds' layout, e.g. from Python)")
+      ->capture_default_str();
+  app.add_option("--predict", f.predict,
+                 "at the end, write the best model's logits on the first 256 test images "
+                 "to this .pt file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    return run(f);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "ckpt-train: " << e.what() << "\n";
+    return 1;
+  }
+}
