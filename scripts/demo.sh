@@ -1,61 +1,101 @@
 #!/usr/bin/env bash
-# The main job: Fashion-MNIST training in C++ that checkpoints, crashes, resumes exactly — and
-# hands its checkpoint to Python's torch.load.
+# The main job: ckpt-train trains a CNN on Fashion-MNIST through ckpt's run manager, is
+# interrupted, continues exactly where it stopped, and hands its best model to Python.
+# Run it again and the training resumes (or, once finished, says there is nothing to do).
+#   scripts/demo.sh                 # about 5 minutes on 2 cores, most of it training
+#   EPOCHS=6 scripts/demo.sh        # train further
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build --target train_fashion_mnist ckpt
+cmake --build build --target ckpt-train ckpt
 
-epochs=${EPOCHS:-3}
-run=runs/demo reference=runs/demo-uninterrupted
-rm -rf "$run" "$reference"
+run=runs/fashion-mnist
+epochs=${EPOCHS:-4}
+train=(build/ckpt-train --run-dir "$run" --epochs "$epochs")
 
-echo "== 1. train, and crash hard in epoch 2 (no checkpoint at that moment; the last one is at step 1400)"
-set +e
-build/train_fashion_mnist --run "$run" --epochs "$epochs" --crash-at-step 1537
-status=$?
-set -e
-[ "$status" -eq 3 ] || { echo "expected the simulated crash (exit 3), got $status"; exit 1; }
+latest_step() { # the latest committed checkpoint's step, or -1
+  [ -f "$run/index.json" ] || { echo -1; return; }
+  build/ckpt ls "$run" --json | /usr/bin/python3 -c \
+    'import json,sys; print(max([c["step"] for c in json.load(sys.stdin) if c["latest"]], default=-1))'
+}
 
-echo
-echo "== 2. run the same command again: it resumes from $run/last.pt"
-build/train_fashion_mnist --run "$run" --epochs "$epochs"
-
-echo
-echo "== 3. the same training without interruption, for comparison"
-build/train_fashion_mnist --run "$reference" --epochs "$epochs"
-if cmp -s "$run/last.pt" "$reference/last.pt"; then
-  echo "the interrupted-and-resumed run ended bit-for-bit where the uninterrupted run ended"
+start=$(latest_step)
+if [ "$start" -lt 1000 ]; then
+  echo "== 1. train (${train[*]}); Ctrl-C arrives in epoch 2"
+  "${train[@]}" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ "$(latest_step)" -lt 1000 ]; do sleep 1; done
+  kill -INT "$pid" 2>/dev/null || true   # ckpt-train saves at the next step and exits 0
+  wait "$pid"
 else
-  echo "MISMATCH: the resumed run differs from the uninterrupted one"; exit 1
+  echo "== 1. $run already holds a run past step 1000 (step $start): no interruption this time"
 fi
 
 echo
-echo "== 4. the checkpoints, through the ckpt tool"
-build/ckpt verify "$run/last.pt"
-build/ckpt inspect --depth 1 "$run/last.pt"
+echo "== 2. the same command again: it continues where it stopped"
+"${train[@]}"
 
 echo
-echo "== 5. Python's torch.load reads them; the best model scores the same in PyTorch"
+echo "== 3. exact resume, shown on a quick run: one killed with SIGKILL mid-epoch and restarted,"
+echo "      one uninterrupted; their final checkpoints must be the same bytes"
+quick=(--epochs 1 --train-samples 6000 --save-every-steps 20)
+rm -rf runs/exact-killed runs/exact-straight
+build/ckpt-train "${quick[@]}" --run-dir runs/exact-straight >/dev/null
+build/ckpt-train "${quick[@]}" --run-dir runs/exact-killed >/dev/null &
+pid=$!
+sleep 4
+kill -KILL "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+echo "killed with SIGKILL; restarting:"
+build/ckpt-train "${quick[@]}" --run-dir runs/exact-killed | grep -E "resumed|done"
+a=runs/exact-straight/$(cat runs/exact-straight/latest) b=runs/exact-killed/$(cat runs/exact-killed/latest)
+if cmp -s "$a" "$b"; then
+  echo "bit-identical: $a == $b"
+else
+  echo "MISMATCH: $a != $b"; exit 1
+fi
+
+echo
+echo "== 4. the run directory, through the ckpt tool"
+build/ckpt ls "$run"
+build/ckpt verify -q "$run" && echo "every checkpoint in $run verifies"
+build/ckpt plot "$run" -o "$run/curves.svg"
+
+echo
+echo "== 5. Python loads best_model.pt into its own model"
 /usr/bin/python3 - "$run" <<'PY'
-import gzip, sys, numpy as np, torch, torch.nn as nn
+import gzip, json, sys
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+
+class Net(nn.Module):  # ckpt-train's CNN, as in the README
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.dropout(F.relu(self.fc1(x.flatten(1))), 0.25, self.training)
+        return self.fc2(x)
+
 run = sys.argv[1]
-ck = torch.load(f"{run}/last.pt")
-print(f"last.pt: epoch {ck['epoch']}, step {ck['step']}, metrics {ck['metrics']}")
-print(f"         optimizer {type(ck['optimizer_state']).__name__} with {len(ck['optimizer_state']['state'])} parameter states, "
-      f"lr {ck['optimizer_state']['param_groups'][0]['lr']:.3g}, scheduler step {ck['scheduler_state']['last_epoch']}")
-best = torch.load(f"{run}/best.pt")
-model = nn.Sequential(nn.Linear(784, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.2),
-                      nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
-model.load_state_dict(best["model_state"])
+model = Net()
+model.load_state_dict(torch.load(f"{run}/best_model.pt"), strict=True)
 model.eval()
 d = "/usr/share/datasets/fashion-mnist"
-x = np.frombuffer(gzip.open(f"{d}/t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 784)
-y = np.frombuffer(gzip.open(f"{d}/t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
-x = (torch.tensor(x, dtype=torch.float32) / 255 - 0.2860) / 0.3530
+x = torch.tensor(np.frombuffer(gzip.open(f"{d}/t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 1, 28, 28),
+                 dtype=torch.float32) / 255
+y = torch.tensor(np.frombuffer(gzip.open(f"{d}/t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8), dtype=torch.long)
 with torch.no_grad():
-    acc = (model(x).argmax(1) == torch.tensor(y, dtype=torch.long)).float().mean().item()
-print(f"best.pt (epoch {best['epoch'] + 1}): test accuracy in PyTorch {acc:.4f}, recorded by C++ {best['test_acc']:.4f}")
+    acc = (model(x).argmax(1) == y).float().mean().item()
+index = json.load(open(f"{run}/index.json"))
+best = next(c for c in index["checkpoints"] if c["file"] == index["best"])
+print(f"best_model.pt (epoch {best['epoch'] + 1}, step {best['step']}, val_loss {best['metrics']['val_loss']:.4f}): "
+      f"test accuracy in PyTorch {100 * acc:.2f}%")
 PY
+echo
+echo "curves: $run/curves.svg; run 'scripts/demo.sh' again and the training resumes instead of starting over"

@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 struct Flags {
   std::string run_dir = "runs/fashion-mnist";
   std::string data = "/usr/share/datasets/fashion-mnist";
-  int64_t epochs = 3;
+  int64_t epochs = 4;
   int64_t batch_size = 64;
   double lr = 1e-3;
   int64_t seed = 0;
