@@ -7,7 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev              # libFuzzer + ASan/UBSan for the fuzz targets
   libtorch-dev                          # LibTorch 1.13 (find_package(Torch))
-  python3-torch python3-numpy           # the real Python torch, for interop tests
+  python3-torch python3-numpy           # the real Python torch: interop tests, the Python package
+  python3-dev pybind11-dev              # the Python package (ckpt._ckpt)
   zlib1g-dev libisal-dev                # CRC-32: ISA-L (pclmul) + zlib crc32_combine, inflate
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev

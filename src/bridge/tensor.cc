@@ -2,6 +2,7 @@
 // at::Tensor made from a file's bytes keeps that StorageData alive through its DataPtr.
 #include <ATen/ATen.h>
 
+#include "bridge/tensor.h"
 #include "ckpt/ckpt.h"
 #include "util/errors.h"
 
@@ -116,11 +117,13 @@ Value::Value(const at::Tensor& tensor) {
   *this = Value(std::move(ref));
 }
 
-at::Tensor Value::to_tensor() const {
-  const TensorRef& r = tensor();
+at::Tensor to_tensor(const TensorRef& r, StorageMemo* memo) {
   at::ScalarType type = to_scalar_type(r.dtype);
   at::Storage storage;
-  if (const auto* ts = dynamic_cast<const TorchStorage*>(r.storage.get())) {
+  auto cached = memo ? memo->find(r.storage->identity()) : StorageMemo::iterator();
+  if (memo && cached != memo->end()) {
+    storage = cached->second;
+  } else if (const auto* ts = dynamic_cast<const TorchStorage*>(r.storage.get())) {
     storage = ts->storage();
   } else {
     auto* ctx = new WrappedBytes{r.storage};
@@ -128,9 +131,14 @@ at::Tensor Value::to_tensor() const {
     storage = at::Storage(at::Storage::use_byte_size_t(), r.storage->nbytes(), std::move(ptr),
                           /*allocator=*/nullptr, /*resizable=*/false);
   }
+  if (memo) memo->emplace(r.storage->identity(), storage);
   at::Tensor t = at::empty({0}, at::TensorOptions().dtype(type)).set_(storage, r.storage_offset, r.sizes, r.strides);
   if (r.requires_grad && (at::isFloatingType(type) || at::isComplexType(type))) t.set_requires_grad(true);
   return t;
+}
+
+at::Tensor Value::to_tensor() const {
+  return ckpt::to_tensor(tensor(), nullptr);
 }
 
 }  // namespace ckpt
