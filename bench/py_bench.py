@@ -1,7 +1,13 @@
-"""Python torch baselines for bench/run_bench.py: py_bench.py OP WORKLOAD PATH [--cold].
+"""Python measurements: py_bench.py OP WORKLOAD PATH [--cold].
 
-Builds the same workloads as ckpt_bench.cc with torch 1.13 and times torch.save (until
-os.fsync returns) and torch.load. Prints one JSON line like ckpt_bench.
+Builds the same workloads as ckpt_bench.cc with torch 1.13 and times, in this process:
+  save / load                  torch.save (until os.fsync returns) / torch.load — the baselines
+                               for bench/run_bench.py and bench/run_py_bench.py
+  ckpt_save / ckpt_load        the Python package: ckpt.save (durable) / ckpt.load
+  ckpt_mmap                    ckpt.load(mmap=True): until the tensors are ready
+  ckpt_cycles                  1000 ckpt.save + ckpt.load cycles of a small state: resident memory
+                               after the first 10 and after all 1000
+Prints one JSON line like ckpt_bench.
 """
 import collections
 import json
@@ -58,12 +64,54 @@ def huge():
     return {"big": torch.empty(2 ** 32 + (200 << 20), dtype=torch.uint8).fill_(7), "small": torch.ones(3)}
 
 
+def drop_or_warm(path, cold):
+    fd = os.open(path, os.O_RDONLY)
+    if cold:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    else:
+        while os.read(fd, 8 << 20):
+            pass
+    os.close(fd)
+
+
 def main():
     op, workload, path = sys.argv[1:4]
     cold = "--cold" in sys.argv
     torch.set_num_threads(2)
     size = 0
-    if op == "save":
+    extra = {}
+    if op.startswith("ckpt_"):
+        import ckpt
+    if op == "ckpt_save":
+        obj = {"gpt2": gpt2, "small": small, "huge": huge}[workload]()
+        if os.path.exists(path):
+            os.unlink(path)
+        rss = Rss()
+        t = time.perf_counter()
+        ckpt.save(obj, path)  # durable: returns after fsync of the file and its directory
+        seconds = time.perf_counter() - t
+        size = os.path.getsize(path)
+    elif op in ("ckpt_load", "ckpt_mmap"):
+        size = os.path.getsize(path)
+        drop_or_warm(path, cold)
+        rss = Rss()
+        t = time.perf_counter()
+        obj = ckpt.load(path, mmap=op == "ckpt_mmap", verify=op == "ckpt_load")
+        seconds = time.perf_counter() - t
+    elif op == "ckpt_cycles":
+        state = {"w": torch.randn(256, 256), "opt": {"state": {0: {"m": torch.randn(256, 256)}}, "lr": 0.1}}
+        rss = Rss()
+        t = time.perf_counter()
+        for i in range(1000):
+            ckpt.save(state, path, durable=False)
+            back = ckpt.load(path)
+            if i == 9:
+                extra["rss_after_10_mb"] = status_kb("VmRSS:") / 1024.0
+        seconds = time.perf_counter() - t
+        extra["rss_after_1000_mb"] = status_kb("VmRSS:") / 1024.0
+        size = os.path.getsize(path)
+    elif op == "save":
         obj = {"gpt2": gpt2, "small": small, "huge": huge}[workload]()
         if os.path.exists(path):
             os.unlink(path)
@@ -77,21 +125,15 @@ def main():
         size = os.path.getsize(path)
     elif op == "load":
         size = os.path.getsize(path)
-        fd = os.open(path, os.O_RDONLY)
-        if cold:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        else:
-            while os.read(fd, 8 << 20):
-                pass
-        os.close(fd)
+        drop_or_warm(path, cold)
         rss = Rss()
         t = time.perf_counter()
         obj = torch.load(path)
         seconds = time.perf_counter() - t
     else:
         raise SystemExit(f"unknown op {op}")
-    print(json.dumps({"op": "py_" + op, "seconds": seconds, "extra_rss_mb": rss.extra_mb(), "bytes": size}))
+    print(json.dumps({"op": op if op.startswith("ckpt_") else "py_" + op, "seconds": seconds,
+                      "extra_rss_mb": rss.extra_mb(), "bytes": size, **extra}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ cmake --build "$build" --target fuzz_pickle fuzz_zip fuzz_archive
 # Seeds: the shared PyTorch files, and their data.pkl records for the pickle fuzzer.
 corpus="$build/corpus"
 rm -rf "$corpus" && mkdir -p "$corpus/archive" "$corpus/pickle"
-testdata=${CKPT_TESTDATA:-../shared/testdata/pytorch}
+testdata=${CKPT_TESTDATA:-tests/data/pytorch}
 find "$testdata" -name '*.pt' -size -64k -exec cp {} "$corpus/archive/" \; 2>/dev/null || true
 /usr/bin/python3 - "$corpus" <<'PY'
 import os, sys, zipfile

@@ -2,6 +2,7 @@
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/manager.h"
+#include "ckpt/scheduler.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -217,6 +218,42 @@ TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   wrong.model = other.ptr().get();
   expect_error([&] { m.restore(wrong); }, ErrorKind::kMismatch, "epoch=000-step=000005.pt");
   EXPECT_TRUE(m.checkpoints().back().damaged.empty());
+}
+
+// These crashed with SIGSEGV (unchecked look-ups) or let std::out_of_range escape.
+TEST(BadState, SchedulerStateOfAnotherKindOrWithAKeyMissingIsAnErrorNotACrash) {
+  torch::nn::Linear model(2, 2);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  StepLR step(opt, 3, 0.5);
+  Value sd = step.state_dict();
+  CosineAnnealingLR cosine(opt, 10);
+  expect_error([&] { cosine.load_state_dict(sd); }, ErrorKind::kMismatch, "scheduler state has no 'T_max'");
+  OneCycleLR one(opt, OneCycleLROptions(0.1, 100));
+  expect_error([&] { one.load_state_dict(sd); }, ErrorKind::kMismatch, "scheduler state has no 'total_steps'");
+  for (const char* key : {"step_size", "gamma", "base_lrs", "last_epoch"}) {
+    Value broken = step.state_dict();
+    broken.dict().erase(key);
+    StepLR fresh(opt, 3, 0.5);
+    try {
+      fresh.load_state_dict(broken);
+      ADD_FAILURE() << "loaded a state without '" << key << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+  Value retyped = step.state_dict();
+  retyped.dict().set("gamma", "half");
+  StepLR fresh(opt, 3, 0.5);
+  EXPECT_THROW(fresh.load_state_dict(retyped), Error);
+}
+
+TEST(BadState, AdamBetasOfTheWrongLengthIsAnErrorNotAnException) {
+  torch::nn::Linear model(2, 2);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-3));
+  Value sd = optimizer_state_dict(adam);
+  Value group = sd["param_groups"][0];
+  group.dict().set("betas", Value::tuple({0.9}));
+  expect_error([&] { load_optimizer_state_dict(adam, sd); }, ErrorKind::kMismatch, "'betas' has 1 values");
 }
 
 }  // namespace

@@ -110,13 +110,17 @@ def load(f, map_location=None, *, mmap=False, verify=True):
     Never executes anything from the file; loads optimizer states, which torch 1.13's
     weights_only=True cannot. verify=True checks the CRC-32 of every record (torch.load never
     does). mmap=True returns tensors over a copy-on-write mapping of the file: ready at once,
-    pages read on first touch. map_location: None, a device or a device string.
+    pages read on first touch. map_location: None, a device, a device string, or a dict mapping
+    saved locations to them (tensors are read to the CPU, then moved).
     """
+    import torch
+    if isinstance(map_location, dict):  # {saved location: target}; ckpt reads every storage to the CPU
+        map_location = map_location.get("cpu")
     if isinstance(map_location, str):
-        import torch
         map_location = torch.device(map_location)
-    elif map_location is not None and not hasattr(map_location, "type"):
-        raise InvalidArgumentError("map_location must be None, a torch.device or a device string")
+    elif map_location is not None and not isinstance(map_location, torch.device):
+        raise InvalidArgumentError("map_location must be None, a torch.device, a device string or a dict of "
+                                   "them (a function is not supported)")
     path = _path(f)
     if path is not None:
         return _native(_ckpt.load_path, path, map_location, mmap, verify)

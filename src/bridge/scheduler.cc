@@ -10,6 +10,20 @@
 #include "util/errors.h"
 
 namespace ckpt {
+
+namespace {
+
+// A hyperparameter of a saved scheduler state. Missing, it is most likely the state of another
+// scheduler kind (a StepLR state loaded into a CosineAnnealingLR): say so instead of crashing.
+const Value& required(const Dict& d, const char* key) {
+  const Value* v = d.find(key);
+  if (v == nullptr)
+    fail(ErrorKind::kMismatch, "scheduler state has no '", key,
+         "' (is it the state of another kind of scheduler, or of another version?)");
+  return *v;
+}
+
+}  // namespace
 namespace {
 
 using namespace torch::optim;
@@ -110,8 +124,8 @@ void StepLR::save_hyperparameters(Dict& d) const {
 }
 
 void StepLR::load_hyperparameters(const Dict& d) {
-  step_size_ = d.find("step_size")->to_int();
-  gamma_ = d.find("gamma")->to_double();
+  step_size_ = required(d, "step_size").to_int();
+  gamma_ = required(d, "gamma").to_double();
 }
 
 // --- MultiStepLR ---------------------------------------------------------------------------------
@@ -145,13 +159,13 @@ void MultiStepLR::save_hyperparameters(Dict& d) const {
 
 void MultiStepLR::load_hyperparameters(const Dict& d) {
   milestones_.clear();
-  const Value* m = d.find("milestones");
+  const Value* m = &required(d, "milestones");
   if (m->is_dict()) {
     for (const auto& [k, v] : m->dict()) milestones_.emplace_back(k.to_int(), v.to_int());
   } else {
     for (const auto& x : m->items()) milestones_.emplace_back(x.to_int(), 1);
   }
-  gamma_ = d.find("gamma")->to_double();
+  gamma_ = required(d, "gamma").to_double();
 }
 
 // --- ExponentialLR -------------------------------------------------------------------------------
@@ -172,7 +186,7 @@ void ExponentialLR::save_hyperparameters(Dict& d) const {
   d.set("gamma", gamma_);
 }
 void ExponentialLR::load_hyperparameters(const Dict& d) {
-  gamma_ = d.find("gamma")->to_double();
+  gamma_ = required(d, "gamma").to_double();
 }
 
 // --- CosineAnnealingLR ---------------------------------------------------------------------------
@@ -211,8 +225,8 @@ void CosineAnnealingLR::save_hyperparameters(Dict& d) const {
 }
 
 void CosineAnnealingLR::load_hyperparameters(const Dict& d) {
-  T_max_ = d.find("T_max")->to_int();
-  eta_min_ = d.find("eta_min")->to_double();
+  T_max_ = required(d, "T_max").to_int();
+  eta_min_ = required(d, "eta_min").to_double();
 }
 
 // --- LinearLR ------------------------------------------------------------------------------------
@@ -250,9 +264,9 @@ void LinearLR::save_hyperparameters(Dict& d) const {
 }
 
 void LinearLR::load_hyperparameters(const Dict& d) {
-  start_factor_ = d.find("start_factor")->to_double();
-  end_factor_ = d.find("end_factor")->to_double();
-  total_iters_ = d.find("total_iters")->to_int();
+  start_factor_ = required(d, "start_factor").to_double();
+  end_factor_ = required(d, "end_factor").to_double();
+  total_iters_ = required(d, "total_iters").to_int();
 }
 
 // --- OneCycleLR ----------------------------------------------------------------------------------
@@ -366,15 +380,15 @@ void OneCycleLR::save_hyperparameters(Dict& d) const {
 }
 
 void OneCycleLR::load_hyperparameters(const Dict& d) {
-  total_steps_ = d.find("total_steps")->to_int();
+  total_steps_ = required(d, "total_steps").to_int();
   phases_.clear();
-  for (const auto& ph : d.find("_schedule_phases")->items()) {
+  for (const auto& ph : required(d, "_schedule_phases").items()) {
     const Value& end = ph["end_step"];
     phases_.push_back({end.to_double(), end.is_float(), ph["start_lr"].to_string(), ph["end_lr"].to_string(),
                        ph["start_momentum"].to_string(), ph["end_momentum"].to_string()});
   }
   if (const Value* t = d.find("_anneal_func_type")) cos_ = t->to_string() == "cos";
-  cycle_momentum_ = d.find("cycle_momentum")->to_bool();
+  cycle_momentum_ = required(d, "cycle_momentum").to_bool();
   if (const Value* b = d.find("use_beta1")) use_beta1_ = b->to_bool();
 }
 

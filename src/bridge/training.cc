@@ -467,7 +467,9 @@ void load_group(OptKind kind, OptimizerOptions& o, const Dict& g) {
     case OptKind::kAdam:
     case OptKind::kAdamW: {
       const Value* betas = g.find("betas");
-      auto b = betas ? std::make_tuple(betas->items().at(0).to_double(), betas->items().at(1).to_double())
+      if (betas && betas->items().size() != 2)
+        fail(ErrorKind::kMismatch, "param_groups: 'betas' has ", betas->items().size(), " values, expected 2");
+      auto b = betas ? std::make_tuple(betas->items()[0].to_double(), betas->items()[1].to_double())
                      : std::make_tuple(0.9, 0.999);
       if (kind == OptKind::kAdam) {
         auto& s = static_cast<AdamOptions&>(o);

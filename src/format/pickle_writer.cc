@@ -1,5 +1,5 @@
 // Protocol-2 pickler emitting the opcodes and globals torch.save emits (see
-// shared/notes/pytorch-format.md §2), so the output loads in torch 1.13 and in 2.x with
+// doc/format.md §2), so the output loads in torch 1.13 and in 2.x with
 // weights_only=True. Only globals from 2.x's weights-only allowlist are written.
 #include <unordered_map>
 

@@ -1,5 +1,5 @@
 // The zip container of PyTorch checkpoints (PKWARE APPNOTE 6.3.x; PyTorch's use of it is in
-// shared/notes/pytorch-format.md §1).
+// doc/format.md §1).
 //
 // Byte layout written by Writer, record by record:
 //   local header (APPNOTE 4.3.7) 30 B | name | extra: [ZIP64 (4.5.3)] + "FB" pad block of 'Z'

@@ -254,9 +254,7 @@ class RoundTrip(Workdir):
 
     def test_shared_testdata_from_torch_2x(self):
         """Genuine files written by torch 2.x (byteorder, .format_version, serialization_id records)."""
-        root = os.path.join(os.path.dirname(__file__), "../../../shared/testdata/pytorch/torch-2.x-burn")
-        if not os.path.isdir(root):
-            root = os.path.join(os.path.dirname(__file__), "../../shared/testdata/pytorch/torch-2.x-burn")
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../data/pytorch/torch-2.x-burn")
         files = [f for f in sorted(os.listdir(root)) if f.endswith(".pt") and f != "broken.pt"]
         self.assertGreater(len(files), 20)
         for f in files:

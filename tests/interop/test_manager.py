@@ -190,6 +190,34 @@ class BestModel(Workdir):
             self.assertTrue(torch.equal(v, sd[k]), k)
 
 
+class ProgressBar(Workdir):
+    def test_a_bar_on_a_terminal_and_nothing_on_a_pipe(self):
+        import pty
+        big = self.path("big.pt")
+        torch.save({"w": torch.ones(40 << 20)}, big)  # 160 MB: long enough for a bar
+        piped = run([CKPT, "verify", big])
+        self.assertEqual(piped.returncode, 0, piped.stderr)
+        self.assertEqual(piped.stderr, "")
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(CKPT, [CKPT, "verify", big])
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, out)
+        text = out.decode(errors="replace")
+        self.assertIn("verifying [", text)
+        self.assertIn("%", text)
+        self.assertIn(": OK", text)
+
+
 class RunCli(Workdir):
     def make_run(self):
         rundir = self.path("run")

@@ -87,8 +87,11 @@ class PyRoundTrip(Workdir):
         ckpt.save({"t": torch.ones(2)}, self.path("m.pt"))
         self.assertEqual(ckpt.load(self.path("m.pt"), map_location="cpu")["t"].device.type, "cpu")
         self.assertEqual(ckpt.load(self.path("m.pt"), map_location=torch.device("cpu"))["t"].device.type, "cpu")
+        self.assertEqual(ckpt.load(self.path("m.pt"), map_location={"cuda:0": "cpu"})["t"].device.type, "cpu")
         with self.assertRaises(ckpt.InvalidArgumentError):
             ckpt.load(self.path("m.pt"), map_location=42)
+        with self.assertRaises(ckpt.InvalidArgumentError):
+            ckpt.load(self.path("m.pt"), map_location=lambda storage, location: storage)
 
     def test_optimizer_state_loads_where_weights_only_cannot(self):
         obj = make_cases()["seed_sgd"]
