@@ -82,6 +82,7 @@ int main(int argc, char** argv) try {
   for (int i = 0; i < 3; ++i) work.step();  // warm up
   double blocked = 0;
   int64_t saves = 0;
+  std::string per_save;  // seconds blocked by each save, in order
   const auto start = Clock::now();
   for (int64_t step = 1; step <= steps; ++step) {
     work.step();
@@ -97,13 +98,17 @@ int main(int argc, char** argv) try {
       ::fsync(fd);
       ::close(fd);
     }
-    blocked += since(t);
+    const double b = since(t);
+    blocked += b;
+    per_save += (per_save.empty() ? "" : ", ") + std::to_string(b);
     ++saves;
   }
   if (manager) manager->wait();  // the last save is durable before the clock stops
   const double seconds = since(start);
-  std::printf("{\"mode\": \"%s\", \"steps\": %lld, \"saves\": %lld, \"seconds\": %.4f, \"blocked_s\": %.4f}\n",
-              mode.c_str(), static_cast<long long>(steps), static_cast<long long>(saves), seconds, blocked);
+  std::printf(
+      "{\"mode\": \"%s\", \"steps\": %lld, \"saves\": %lld, \"seconds\": %.4f, \"blocked_s\": %.4f, "
+      "\"blocked_each_s\": [%s]}\n",
+      mode.c_str(), static_cast<long long>(steps), static_cast<long long>(saves), seconds, blocked, per_save.c_str());
   std::filesystem::remove_all(dir);
   return 0;
 } catch (const std::exception& e) {

@@ -9,7 +9,8 @@
 //
 // save() pickles the value and copies every tensor's bytes into host buffers that are reused
 // from one save to the next, then returns: the caller may change the model at once. A worker
-// thread writes and publishes the file crash-safely, exactly as ckpt::save does.
+// thread writes and publishes the file crash-safely, exactly as ckpt::save does; it runs at a lower
+// CPU priority (nice 10) than the caller, so a busy training loop keeps the cores.
 #pragma once
 
 #include <condition_variable>

@@ -1,6 +1,9 @@
 #include "ckpt/async.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -170,6 +173,11 @@ void AsyncSaver::save(const Value& value, const std::string& path, const SaveOpt
 }
 
 void AsyncSaver::run() {
+  // A background save must not compete with training at equal priority: with both cores busy,
+  // every slice it takes from one compute thread stalls the others at their next barrier. Nice 10
+  // (inherited by the I/O threads this thread starts) leaves training most of the CPU; the write
+  // itself mostly waits on the disk anyway. Failing to lower the priority is harmless.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
   for (;;) {
     std::unique_ptr<Job> job;
     {
