@@ -14,21 +14,14 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
-import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import ROOT, replace_section, sh
 PY = "/usr/bin/python3"
 BEGIN, END = "<!-- python:begin -->", "<!-- python:end -->"
 MiB = 1 << 20
 
 
-def sh(*cmd, env=None, timeout=1800):
-    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=timeout, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def main():
@@ -109,13 +102,7 @@ def main():
         lines.append(f"| {k} | {med[k]:.3f} s | {size_gb / med[k]:.2f} GB/s | {rss[k]:.0f} MB |")
     lines.append(END)
     section = "\n".join(lines) + "\n"
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    text = open(path).read()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n\n" + section
-    open(path, "w").write(text)
+    replace_section(BEGIN, END, section)
     with open(os.path.join(ROOT, "bench", "RESULTS-python.json"), "w") as f:
         json.dump({"runs": runs, "cycles": cycles}, f, indent=1)
     print(section)

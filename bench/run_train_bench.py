@@ -15,19 +15,12 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
-import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import ROOT, replace_section, sh
 BEGIN, END = "<!-- train-loop:begin -->", "<!-- train-loop:end -->"
 
 
-def sh(*cmd, timeout=3600):
-    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def main():
@@ -124,13 +117,7 @@ def report(args, step_s, steps, every, runs, modes):
         END,
     ]
     section = "\n".join(lines) + "\n"
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    text = open(path).read()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n\n" + section
-    open(path, "w").write(text)
+    replace_section(BEGIN, END, section)
     print(section)
 
 

@@ -67,20 +67,10 @@ echo
 echo "== 5. Python loads best_model.pt into its own model"
 /usr/bin/python3 - "$run" <<'PY'
 import gzip, json, sys
-import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+import numpy as np, torch
 
-class Net(nn.Module):  # ckpt-train's CNN, as in the README
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = nn.Linear(64 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.dropout(F.relu(self.fc1(x.flatten(1))), 0.25, self.training)
-        return self.fc2(x)
+sys.path.insert(0, "tools/ckpt-train")
+from fashion_cnn import Net  # ckpt-train's CNN, as in the README
 
 run = sys.argv[1]
 model = Net()

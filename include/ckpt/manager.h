@@ -206,6 +206,7 @@ class CheckpointManager {
   std::unique_ptr<Impl> impl_;
   bool preempted_ = false;
   double blocked_seconds_ = 0;
+  bool save_for_preemption(const TrainingState& state);
 };
 
 // --- reading and pruning a run directory (what `ckpt ls`, `ckpt verify` and `ckpt prune` do)

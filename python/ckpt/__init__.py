@@ -234,19 +234,12 @@ class AsyncSaver:
     def pending(self):
         return self._saver.pending
 
-    def close(self):
-        """Waits for background saves and releases the directory (its lock) for another writer."""
-        self._mgr.close()
-
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        try:
-            if exc[0] is None:
-                self.wait()  # a background failure is raised here, not lost
-        finally:
-            self.close()
+        if exc[0] is None:
+            self.wait()  # a background failure is raised here, not lost
 
 
 def save_async(obj, path, *, durable=True):

@@ -35,23 +35,21 @@ bool CheckpointManager::save(const TrainingState& state) {
   return save(state.to_value(), state.step, state.epoch, numeric_metrics(state.metrics));
 }
 
+// A preemption signal arrived: save now, make it durable, and let the loop stop.
+bool CheckpointManager::save_for_preemption(const TrainingState& state) {
+  save(state);
+  wait();
+  preempted_ = true;
+  return true;
+}
+
 bool CheckpointManager::step(const TrainingState& state) {
-  if (preemption_requested()) {
-    save(state);
-    wait();
-    preempted_ = true;
-    return true;
-  }
+  if (preemption_requested()) return save_for_preemption(state);
   return should_save_step(state.step) && save(state);
 }
 
 bool CheckpointManager::end_epoch(const TrainingState& state) {
-  if (preemption_requested()) {
-    save(state);
-    wait();
-    preempted_ = true;
-    return true;
-  }
+  if (preemption_requested()) return save_for_preemption(state);
   return should_save_epoch(state.epoch) && save(state);
 }
 

@@ -226,6 +226,9 @@ class PyAsync(Workdir):
             self.assertTrue(bool((state["t"] == float(i)).all()))
         handle = ckpt.save_async({"x": torch.ones(3)}, self.path("h.pt"))
         handle.wait()
+        with ckpt.AsyncSaver() as s:  # leaving the block waits
+            s.save({"y": torch.zeros(2)}, self.path("w.pt"))
+        self.assertTrue(torch.equal(torch.load(self.path("w.pt"))["y"], torch.zeros(2)))
         self.assertTrue(torch.equal(torch.load(self.path("h.pt"))["x"], torch.ones(3)))
 
     def test_a_failed_background_save_is_raised(self):

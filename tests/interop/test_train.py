@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -28,27 +29,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ckpt-train"))
+from fashion_cnn import Net  # noqa: E402  the README's Python twin of ckpt-train's CNN
+
 TRAIN = os.environ.get("CKPT_TRAIN_BIN", "../../build/ckpt-train")
 CKPT = os.environ.get("CKPT_BIN", "../../build/ckpt")
 DATA = "/usr/share/datasets/fashion-mnist"
 QUICK = ["--train-samples", 1000, "--val-samples", 500, "--batch-size", 50, "--threads", 2]  # 20 steps/epoch
-
-
-class Net(nn.Module):
-    """The README's Python twin of ckpt-train's CNN."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = nn.Linear(64 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.dropout(F.relu(self.fc1(x.flatten(1))), 0.25, self.training)
-        return self.fc2(x)
 
 
 def idx(name):
