@@ -18,7 +18,6 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/manager.h"
 #include "format/archive.h"
-#include "io/memory_env.h"
 
 namespace py = pybind11;
 using ckpt::Value;
@@ -292,14 +291,7 @@ py::bytes save_bytes(py::handle obj) {
   std::string bytes;
   {
     py::gil_scoped_release release;
-    bytes = translating([&] {
-      ckpt::io::MemoryEnv env;
-      ckpt::SaveOptions o;
-      o.durable = false;
-      o.env = &env;
-      ckpt::save(v, "archive.pt", o);  // torch.save names a file object's archive "archive"
-      return env.take("archive.pt");
-    });
+    bytes = translating([&] { return ckpt::save_to_bytes(v); });
   }
   return py::bytes(bytes);
 }

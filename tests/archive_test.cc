@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <sstream>
+#include <streambuf>
 
 #include "fault_env.h"
 #include "format/zip.h"
@@ -285,6 +287,52 @@ TEST(Archive, DirectIoWritesTheSameBytesAsBufferedIo) {
   expect_error([&] { format::write_archive(&env, sample_checkpoint(10'000'002), dir.file("c.pt"), SaveOptions{}); },
                ErrorKind::kIO, "No space left on device");
   EXPECT_EQ(test::read_file(dir.file("c.pt")), direct);
+}
+
+// An output stream that cannot seek (a pipe, a socket): save() must not need to.
+class AppendOnlyBuf : public std::streambuf {
+ public:
+  std::string data;
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (c != traits_type::eof()) data.push_back(static_cast<char>(c));
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    data.append(s, static_cast<size_t>(n));
+    return n;
+  }
+  pos_type seekoff(off_type, std::ios_base::seekdir, std::ios_base::openmode) override { return pos_type(-1); }
+};
+
+TEST(Archive, BytesAndStreamsHoldWhatAFileHolds) {
+  TempDir dir;
+  auto s = filled_storage(DType::kFloat32, 1000, 7);
+  Value v = Value::new_dict();
+  v.dict().set("w", tensor(s, {10, 100}, {100, 1}));
+  v.dict().set("view", tensor(s, {100}, {1}, 200));
+  v.dict().set("epoch", 3);
+  save(v, dir.file("archive.pt"));
+  const std::string bytes = save_to_bytes(v);
+  EXPECT_EQ(bytes, test::read_file(dir.file("archive.pt")));  // the same bytes a file of that name gets
+  std::string why;
+  EXPECT_TRUE(test::deep_equal(load_from_bytes(bytes), v, &why)) << why;
+
+  AppendOnlyBuf buf;
+  std::ostream out(&buf);
+  save(v, out);
+  EXPECT_EQ(buf.data, bytes);
+  std::istringstream in(buf.data);
+  Value back = load(in);
+  EXPECT_TRUE(test::deep_equal(back, v, &why)) << why;
+  // Shared storage survives: the view still views the same storage.
+  EXPECT_EQ(back["w"].tensor().storage.get(), back["view"].tensor().storage.get());
+
+  std::string damaged = bytes;
+  damaged[damaged.size() / 2] ^= 1;
+  std::istringstream bad(damaged);
+  expect_error([&] { load(bad); }, ErrorKind::kCorruption, "<stream>: record");
 }
 
 TEST(Archive, PrefixFollowsPyTorch) {

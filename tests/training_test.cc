@@ -64,7 +64,11 @@ TEST(Module, StrictLoadReportsEverythingAtOnce) {
   expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch, "1 missing key(s): bn.bias");
   expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch, "1 unexpected key(s): extra.weight");
   expect_error([&] { load_state_dict(*net, sd); }, ErrorKind::kMismatch,
-               "fc1.weight: checkpoint float32 [5, 4] vs model Float [3, 4]");
+               "fc1.weight: checkpoint float32 [5, 4] vs model float32 [3, 4]");  // PyTorch's dtype names
+  Value as_double = state_dict(*Net());
+  as_double.dict().set("fc1.bias", Value(torch::zeros({3}, torch::kFloat64)));
+  expect_error([&] { load_state_dict(*net, as_double); }, ErrorKind::kMismatch,
+               "fc1.bias: checkpoint float64 [3] vs model float32 [3]");
   // Not strict: loads what fits, returns the rest.
   LoadStateDictResult r = load_state_dict(*net, sd, /*strict=*/false);
   EXPECT_EQ(r.missing_keys, std::vector<std::string>{"bn.bias"});
@@ -94,7 +98,7 @@ TEST(Module, HintsMistypedKeysAndWholeCheckpoints) {
   for (const auto& [k, v] : sd.dict())
     renamed.dict().set(Value(k.to_string() == "fc1.bias" ? std::string("fc1.bais") : k.to_string()), v);
   expect_error([&] { load_state_dict(*net, renamed); }, ErrorKind::kMismatch,
-               "did you mean 'fc1.bais' for 'fc1.bias'?");
+               "mistyped keys? the checkpoint's 'fc1.bais' for the model's 'fc1.bias'");
   Value whole = Value::new_dict();
   whole.dict().set("model_state", sd);
   whole.dict().set("epoch", 3);

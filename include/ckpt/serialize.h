@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,16 @@ struct SavedFile {
 
 Value load(const std::string& path, const LoadOptions& options = {});
 SavedFile save(const Value& value, const std::string& path, const SaveOptions& options = {});
+
+// The same bytes in memory or through a stream (as torch::save/torch::load take streams), for
+// checkpoints kept in databases, object stores or sent over a network. The archive is named
+// "archive" inside, as torch.save names one written to a file object. save() to a stream writes
+// the finished archive in one pass (the stream need not be seekable); load() from a stream reads
+// it to the end first. options.mmap does not apply; durable and env do not either.
+std::string save_to_bytes(const Value& value);
+Value load_from_bytes(std::string bytes, const LoadOptions& options = {});
+void save(const Value& value, std::ostream& out);
+Value load(std::istream& in, const LoadOptions& options = {});
 
 struct RecordReport {
   std::string name;

@@ -16,6 +16,15 @@
 namespace ckpt {
 namespace {
 
+// PyTorch's name of a scalar type ("float32", not ATen's "Float"), as every message uses.
+std::string torch_dtype_name(at::ScalarType type) {
+  try {
+    return dtype_name(to_dtype(type));
+  } catch (const Error&) {
+    return c10::toString(type);  // a type 1.13's storages do not have
+  }
+}
+
 std::string shape_str(at::IntArrayRef sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
@@ -109,9 +118,10 @@ std::string load_hint(const std::vector<std::string>& missing, const std::vector
       size_t d = edit_distance(m, u);
       if (d < best_d) best_d = d, best = u;
     }
-    if (!best.empty() && best_d <= std::max<size_t>(2, m.size() / 4)) pairs.push_back("'" + best + "' for '" + m + "'");
+    if (!best.empty() && best_d <= std::max<size_t>(2, m.size() / 4))
+      pairs.push_back("the checkpoint's '" + best + "' for the model's '" + m + "'");
   }
-  if (!pairs.empty()) return "did you mean " + join(pairs, 3) + "?";
+  if (!pairs.empty()) return "mistyped keys? " + join(pairs, 3);
   return "";
 }
 
@@ -156,7 +166,7 @@ LoadStateDictResult load_state_dict(torch::nn::Module& module, const Value& sd, 
     const TensorRef& t = v->tensor();
     if (at::IntArrayRef(t.sizes) != target.sizes() || to_scalar_type(t.dtype) != target.scalar_type()) {
       r.mismatched.push_back(str_cat(name, ": checkpoint ", dtype_name(t.dtype), " ", shape_str(t.sizes), " vs model ",
-                                     c10::toString(target.scalar_type()), " ", shape_str(target.sizes())));
+                                     torch_dtype_name(target.scalar_type()), " ", shape_str(target.sizes())));
       if (at::IntArrayRef(t.sizes) != target.sizes()) continue;  // a dtype difference is cast when not strict
     }
     copies.emplace_back(target, v->to_tensor());
@@ -645,7 +655,7 @@ at::Tensor get_rng_state() {
 void set_rng_state(const at::Tensor& state) {
   if (!state.defined() || state.scalar_type() != at::kByte || state.numel() != 5056)
     fail(ErrorKind::kMismatch, "set_rng_state: expected a uint8 tensor of 5056 bytes (torch.get_rng_state()), got ",
-         state.defined() ? str_cat(c10::toString(state.scalar_type()), " of ", state.numel(), " elements")
+         state.defined() ? str_cat(torch_dtype_name(state.scalar_type()), " of ", state.numel(), " elements")
                          : "undefined");
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());

@@ -1,5 +1,9 @@
 #include "format/archive.h"
 
+#include <istream>
+#include <iterator>
+#include <ostream>
+
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -14,6 +18,7 @@
 #include "format/pickle.h"
 #include "format/storage_types.h"
 #include "format/zip.h"
+#include "io/memory_env.h"
 #include "util/bytes.h"
 #include "util/crc32.h"
 #include "util/errors.h"
@@ -716,6 +721,36 @@ Value load(const std::string& path, const LoadOptions& options) {
 
 SavedFile save(const Value& value, const std::string& path, const SaveOptions& options) {
   return format::write_archive(options.env ? options.env : io::Env::Default(), value, path, options);
+}
+
+std::string save_to_bytes(const Value& value) {
+  io::MemoryEnv env;
+  SaveOptions options;
+  options.durable = false;
+  options.check_free_space = false;
+  format::write_archive(&env, value, "archive.pt", options);
+  return env.take("archive.pt");
+}
+
+Value load_from_bytes(std::string bytes, const LoadOptions& options) {
+  LoadOptions o = options;
+  o.mmap = false;
+  return format::read_archive(io::memory_file(std::move(bytes), "<bytes>"), o);
+}
+
+void save(const Value& value, std::ostream& out) {
+  const std::string bytes = save_to_bytes(value);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.flush();
+  if (!out) fail(ErrorKind::kIO, "<stream>: writing the checkpoint failed");
+}
+
+Value load(std::istream& in, const LoadOptions& options) {
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail(ErrorKind::kIO, "<stream>: reading the checkpoint failed");
+  LoadOptions o = options;
+  o.mmap = false;
+  return format::read_archive(io::memory_file(std::move(bytes), "<stream>"), o);
 }
 
 VerifyReport verify(const std::string& path, const LoadOptions& load_options) {
