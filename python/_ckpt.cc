@@ -437,8 +437,16 @@ class PyManager {
     translating([&] { m().wait(); });
   }
   py::list checkpoints() {
+    // Without the GIL: a background commit holds the manager's lock while it may call `warn`,
+    // which needs the GIL.
+    std::vector<ckpt::CheckpointRecord> records;
+    {
+      ckpt::CheckpointManager& manager = m();
+      py::gil_scoped_release release;
+      records = manager.checkpoints();
+    }
     py::list out;
-    for (const auto& r : m().checkpoints()) out.append(record_dict(r));
+    for (const auto& r : records) out.append(record_dict(r));
     return out;
   }
 

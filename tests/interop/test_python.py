@@ -295,6 +295,20 @@ class PyManager(Workdir):
         self.assertEqual(mgr.restore("step=40")["step"], 40)
         del mgr
 
+    def test_a_warning_from_a_background_commit_while_python_asks_for_the_list(self):
+        # No "model_state": every new best warns from the writer thread, under the manager's lock,
+        # while this thread keeps asking for the checkpoints. This deadlocked when checkpoints()
+        # held the GIL.
+        warned = []
+        with ckpt.CheckpointManager(self.path("run"), async_save=True, monitor="loss",
+                                    warn=warned.append) as mgr:
+            for step in range(1, 21):
+                mgr.save(step, {"w": torch.ones(1 << 16), "step": step}, metrics={"loss": 1.0 / step})
+                while len(mgr.checkpoints()) < step:  # poll while the background commit runs
+                    pass
+        self.assertTrue(warned)
+        self.assertIn("no 'model_state' entry", warned[0])
+
     def test_a_second_manager_on_one_directory_fails(self):
         run = self.path("run")
         mgr = ckpt.CheckpointManager(run)
