@@ -105,7 +105,9 @@ struct ManagerOptions {
   bool preempt_on_sigusr1 = false;
 
   ProgressFn progress;                           // bytes done / total of saves and loads
-  std::function<void(const std::string&)> warn;  // default: "ckpt: warning: ..." on stderr
+  // Default: "ckpt: warning: ..." on stderr. With async saves it may run on the writer thread,
+  // inside a commit: it must not call back into the manager.
+  std::function<void(const std::string&)> warn;
   io::Env* env = nullptr;                        // nullptr: the default (POSIX) one
 
   RetentionPolicy retention() const;
