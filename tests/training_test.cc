@@ -182,6 +182,24 @@ TEST(Checkpoint, MissingEntryNamesTheNearestKey) {
   EXPECT_NO_THROW(st.load(dir.file("ck.pt")));
 }
 
+TEST(Checkpoint, TrainingStateTakesTheWaysLibTorchCodeHoldsAModule) {
+  Net net;  // a TORCH_MODULE holder
+  TrainingState state;
+  EXPECT_FALSE(state.model);
+  state.model = net;
+  EXPECT_EQ(state.model.get(), net.ptr().get());
+  state.model = net.ptr();  // std::shared_ptr<NetImpl>
+  EXPECT_EQ(state.model.get(), net.ptr().get());
+  state.model = *net;  // a reference
+  EXPECT_EQ(state.model.get(), net.ptr().get());
+  state.model = nullptr;
+  EXPECT_FALSE(state.model);
+  torch::nn::Sequential seq(torch::nn::Linear(2, 2));
+  state.model = seq;
+  state.rng = false;
+  EXPECT_TRUE(state.to_value()["model_state"].contains("0.weight"));
+}
+
 TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   TempDir dir;
   ManagerOptions o;
@@ -190,7 +208,7 @@ TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   torch::nn::Linear model(4, 3);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   TrainingState state;
-  state.model = model.ptr().get();
+  state.model = model;  // a ModuleHolder, as LibTorch code holds it
   state.optimizer = &opt;
   {
     CheckpointManager m(dir.path() + "/run", o);
@@ -219,7 +237,7 @@ TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   // Another model: every checkpoint would fail the same way, so this is an error, not a fallback.
   torch::nn::Linear other(4, 5);
   TrainingState wrong;
-  wrong.model = other.ptr().get();
+  wrong.model = other.ptr();  // or a shared_ptr
   expect_error([&] { m.restore(wrong); }, ErrorKind::kMismatch, "epoch=000-step=000005.pt");
   EXPECT_TRUE(m.checkpoints().back().damaged.empty());
 }
@@ -258,6 +276,11 @@ TEST(BadState, AdamBetasOfTheWrongLengthIsAnErrorNotAnException) {
   Value group = sd["param_groups"][0];
   group.dict().set("betas", Value::tuple({0.9}));
   expect_error([&] { load_optimizer_state_dict(adam, sd); }, ErrorKind::kMismatch, "'betas' has 1 values");
+}
+
+TEST(BadState, Torch113OneCycleLRFileNamesTheClassAndTheFix) {
+  expect_error([] { load(std::string(CKPT_TESTDATA) + "/torch-1.13/onecycle_sd.pt"); }, ErrorKind::kUnsafe,
+               "this is torch 1.13's OneCycleLR.state_dict(), which pickles the bound method 'anneal_func'");
 }
 
 }  // namespace

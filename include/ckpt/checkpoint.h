@@ -1,7 +1,7 @@
 // ckpt/checkpoint.h — everything a run needs to continue, in one file and one call.
 //
 //   ckpt::TrainingState state;
-//   state.model = model.get();  state.optimizer = &adam;  state.scheduler = &sched;
+//   state.model = model;        state.optimizer = &adam;  state.scheduler = &sched;
 //   state.data = &sampler;      state.epoch = epoch;      state.step = step;
 //   state.metrics.dict().set("val_loss", 0.31);
 //   state.save("run/ckpt.pt");            // torch.load(...) in Python reads it
@@ -16,6 +16,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <torch/nn/pimpl.h>
+
+#include <memory>
 
 #include "ckpt/scheduler.h"
 #include "ckpt/training.h"
@@ -33,9 +37,32 @@ struct CheckpointKeys {
   std::string metrics = "metrics";
 };
 
+// The module a TrainingState saves and restores, named the way LibTorch code holds one: a
+// ModuleHolder (torch::nn::Linear, torch::nn::Sequential, a TORCH_MODULE type), a shared_ptr, a
+// reference or a pointer. Not owning: the module must outlive the state.
+class ModuleRef {
+ public:
+  ModuleRef() = default;
+  ModuleRef(std::nullptr_t) {}
+  ModuleRef(torch::nn::Module* module) : module_(module) {}
+  ModuleRef(torch::nn::Module& module) : module_(&module) {}
+  template <class T>
+  ModuleRef(const std::shared_ptr<T>& module) : module_(module.get()) {}
+  template <class T>
+  ModuleRef(const torch::nn::ModuleHolder<T>& holder) : module_(holder.is_empty() ? nullptr : holder.ptr().get()) {}
+
+  torch::nn::Module* get() const { return module_; }
+  torch::nn::Module& operator*() const { return *module_; }
+  torch::nn::Module* operator->() const { return module_; }
+  explicit operator bool() const { return module_ != nullptr; }
+
+ private:
+  torch::nn::Module* module_ = nullptr;
+};
+
 struct TrainingState {
   // Attached objects (not owned). Null ones are neither saved nor restored.
-  torch::nn::Module* model = nullptr;
+  ModuleRef model;  // state.model = net; (a holder, shared_ptr, reference or pointer)
   torch::optim::Optimizer* optimizer = nullptr;
   Scheduler* scheduler = nullptr;
   Stateful* data = nullptr;

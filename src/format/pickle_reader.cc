@@ -637,6 +637,13 @@ class Unpickler {
 
   Value make_global(const std::string& raw_module, const std::string& name) {
     std::string full = map_module(raw_module) + "." + name;
+    if (full == "builtins.getattr" &&
+        std::string_view(reinterpret_cast<const char*>(p_), size_).find("OneCycleLR") != std::string_view::npos)
+      bad(ErrorKind::kUnsafe,
+          "global 'builtins.getattr': this is torch 1.13's OneCycleLR.state_dict(), which pickles the bound "
+          "method 'anneal_func' (and with it the optimizer), so no safe loader can read it; in Python, save "
+          "{k: v for k, v in sched.state_dict().items() if k != 'anneal_func'} instead, or use torch 2.x, whose "
+          "OneCycleLR stores '_anneal_func_type' (ckpt's OneCycleLR loads either)");
     if (allowed_globals().count(full) == 0)
       bad(ErrorKind::kUnsafe, "global '", full,
           "' is not allowed (ckpt loads only tensors, containers and plain values; nothing in the file is executed)");

@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   torch::nn::Linear model(3, 2);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
   ckpt::TrainingState state;
-  state.model = model.ptr().get();
+  state.model = model;
   state.optimizer = &optimizer;
   ckpt::CheckpointManager manager(argv[1]);
   manager.restore(state);

@@ -118,7 +118,7 @@ int main(int argc, char** argv) try {
   ckpt::ResumableSampler sampler(200, /*shuffle=*/true, /*seed=*/7);
 
   ckpt::TrainingState state;
-  state.model = model.ptr().get();
+  state.model = model;
   state.optimizer = opt.get();
   state.scheduler = sched.get();
   state.data = &sampler;

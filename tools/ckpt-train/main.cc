@@ -149,7 +149,7 @@ int run(const Flags& f) {
   ckpt::ResumableSampler sampler(data.train.size(), /*shuffle=*/true, static_cast<uint64_t>(f.seed));
 
   ckpt::TrainingState state;
-  state.model = net.ptr().get();
+  state.model = net;
   state.optimizer = &optimizer;
   state.scheduler = &scheduler;
   state.data = &sampler;
