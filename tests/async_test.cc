@@ -1,7 +1,12 @@
 #include "ckpt/async.h"
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <future>
+#include <thread>
 
+#include "io/env.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -65,13 +70,49 @@ TEST(AsyncSaver, AnUncollectedErrorSurfacesOnTheNextSave) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("ok.pt")));
 }
 
-TEST(AsyncSaver, SeveralInFlightWhenAskedFor) {
+// Holds every file creation (the writer thread's first step) until open() is called.
+class GateEnv : public io::EnvWrapper {
+ public:
+  GateEnv() : EnvWrapper(io::Env::Default()), opened_(gate_.get_future().share()) {}
+  void open() { gate_.set_value(); }
+  std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
+    opened_.wait();
+    return target()->new_writable_file(path, direct);
+  }
+
+ private:
+  std::promise<void> gate_;
+  std::shared_future<void> opened_;
+};
+
+// With the writer held, max_in_flight saves return at once and the next one waits for a slot.
+void check_in_flight_bound(size_t max_in_flight) {
   TempDir dir;
-  AsyncSaver saver(/*max_in_flight=*/3);
+  GateEnv env;
+  AsyncSaver saver(max_in_flight);
+  SaveOptions options;
+  options.env = &env;
   auto s = make_storage(DType::kUInt8, 1 << 20);
-  for (int i = 0; i < 6; ++i) saver.save(state_with(s), dir.file(std::to_string(i) + ".pt"));
+  for (size_t i = 0; i < max_in_flight; ++i) saver.save(state_with(s), dir.file(std::to_string(i) + ".pt"), options);
+  EXPECT_EQ(saver.pending(), max_in_flight);
+  std::atomic<bool> returned{false};
+  std::thread extra([&] {
+    saver.save(state_with(s), dir.file("extra.pt"), options);
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(returned) << "a save beyond max_in_flight = " << max_in_flight << " did not wait";
+  env.open();
+  extra.join();
+  EXPECT_TRUE(returned);
   saver.wait();
-  for (int i = 0; i < 6; ++i) EXPECT_NO_THROW(verify(dir.file(std::to_string(i) + ".pt")));
+  for (size_t i = 0; i < max_in_flight; ++i) EXPECT_NO_THROW(verify(dir.file(std::to_string(i) + ".pt")));
+  EXPECT_NO_THROW(verify(dir.file("extra.pt")));
+}
+
+TEST(AsyncSaver, SeveralInFlightWhenAskedForAndNoMore) {
+  check_in_flight_bound(1);
+  check_in_flight_bound(3);
 }
 
 }  // namespace

@@ -93,8 +93,9 @@ inline void write_file(const std::string& path, const std::string& bytes) {
 // A fresh directory under the system temp dir, removed at scope exit.
 class TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "ckpt-test-XXXXXX").string();
+  // Under the system temp dir, or under `base`.
+  explicit TempDir(const std::string& base = std::filesystem::temp_directory_path().string()) {
+    std::string tmpl = (std::filesystem::path(base) / "ckpt-test-XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }

@@ -200,6 +200,28 @@ TEST(Checkpoint, TrainingStateTakesTheWaysLibTorchCodeHoldsAModule) {
   EXPECT_TRUE(state.to_value()["model_state"].contains("0.weight"));
 }
 
+// Generic code steps any scheduler through the base class, with the metric it has.
+void step_any(Scheduler& scheduler, double metric) {
+  scheduler.step(metric);
+}
+
+TEST(Scheduler, GenericCodeStepsAnySchedulerWithoutACast) {
+  torch::nn::Linear model(2, 2);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(1.0));
+  StepLR step(opt, 1, 0.5);
+  step_any(step, 123.0);  // the metric is ignored
+  EXPECT_DOUBLE_EQ(step.get_last_lr()[0], 0.5);
+  EXPECT_FALSE(step.needs_metric());
+  torch::optim::SGD opt2(model->parameters(), torch::optim::SGDOptions(1.0));
+  ReduceLROnPlateau plateau(opt2, ReduceLROnPlateauOptions().patience(0).factor(0.5));
+  EXPECT_TRUE(plateau.needs_metric());
+  step_any(plateau, 1.0);
+  step_any(plateau, 1.0);  // no improvement, patience 0: the rate halves
+  EXPECT_DOUBLE_EQ(plateau.get_last_lr()[0], 0.5);
+  Scheduler& generic = plateau;
+  expect_error([&] { generic.step(); }, ErrorKind::kInvalidArgument, "needs the monitored metric");
+}
+
 TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   TempDir dir;
   ManagerOptions o;

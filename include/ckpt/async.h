@@ -11,6 +11,8 @@
 // from one save to the next, then returns: the caller may change the model at once. A worker
 // thread writes and publishes the file crash-safely, exactly as ckpt::save does; it runs at a lower
 // CPU priority (nice 10) than the caller, so a busy training loop keeps the cores.
+// Thread safety: save(), wait() and pending() may be called from any thread; saves run one after
+// another on the saver's own writer thread, in the order save() was called.
 #pragma once
 
 #include <condition_variable>

@@ -11,6 +11,9 @@
 // The file is a dict with the seeds' key names — model_state, optimizer_state,
 // scheduler_state, epoch, step, rng_state — plus data_state, metrics and user entries, so
 // Python resumes from it with model.load_state_dict(ck['model_state']) and friends.
+// Thread safety: none. A TrainingState and the objects it points to are used from the training
+// thread; to_value() returns live tensors, so save them (or snapshot them, as AsyncSaver does)
+// before the next optimizer step changes them.
 #pragma once
 
 #include <string>

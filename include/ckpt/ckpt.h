@@ -5,6 +5,7 @@
 //   at::Tensor w = ck["model_state"]["fc.weight"].to_tensor();   // no copy
 //   ck.dict().set("extra", ckpt::Value(torch::ones({3})));
 //   ckpt::save(ck, "ckpt.pt");                                    // torch.load reads it
+// Thread safety: as the headers it includes say; Value <-> at::Tensor conversions are pure.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -3,6 +3,7 @@
 // Every failure is a ckpt::Error (a std::runtime_error) carrying a kind and a one-line message
 // that names the file and the problem, e.g.
 //   "run/ckpt.pt: record 'ckpt/data/3': CRC-32 mismatch (stored 0x1a2b3c4d, computed 0x0badf00d)"
+// Thread safety: an Error is an immutable value.
 #pragma once
 
 #include <stdexcept>

@@ -104,11 +104,11 @@ struct ManagerOptions {
   bool handle_preemption = false;
   bool preempt_on_sigusr1 = false;
 
-  ProgressFn progress;                           // bytes done / total of saves and loads
+  ProgressFn progress;  // bytes done / total of saves and loads
   // Default: "ckpt: warning: ..." on stderr. With async saves it may run on the writer thread,
   // inside a commit: it must not call back into the manager.
   std::function<void(const std::string&)> warn;
-  io::Env* env = nullptr;                        // nullptr: the default (POSIX) one
+  io::Env* env = nullptr;  // nullptr: the default (POSIX) one
 
   RetentionPolicy retention() const;
 };

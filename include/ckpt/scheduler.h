@@ -19,8 +19,15 @@
 
 namespace ckpt {
 
+// Generic training code steps any scheduler the same way:
+//   scheduler->step(val_loss);   // after optimizer.step(); epoch/step schedulers ignore the metric
+// ReduceLROnPlateau needs the metric (needs_metric() is true; its step() without one throws).
+// Thread safety: none; a scheduler and its optimizer are used from one thread.
 class Scheduler : public Stateful {
  public:
+  virtual void step() = 0;
+  virtual void step(double metric) { step(); }
+  virtual bool needs_metric() const { return false; }
   virtual std::vector<double> get_last_lr() const = 0;
   // Keys Python's scheduler keeps in the optimizer's param_groups ('initial_lr', ...), so a
   // checkpoint written here resumes with Python's scheduler too.
@@ -30,7 +37,8 @@ class Scheduler : public Stateful {
 // The base of the epoch/step-driven schedulers (Python's _LRScheduler).
 class LRScheduler : public Scheduler {
  public:
-  void step();
+  using Scheduler::step;
+  void step() override;
   std::vector<double> get_last_lr() const override { return last_lr_; }
   int64_t last_epoch() const { return last_epoch_; }
   Value state_dict() const override;
@@ -174,7 +182,9 @@ class ReduceLROnPlateau : public Scheduler {
  public:
   using Options = ReduceLROnPlateauOptions;
   explicit ReduceLROnPlateau(torch::optim::Optimizer& optimizer, const Options& options = Options());
-  void step(double metric);
+  void step(double metric) override;
+  void step() override;  // throws kInvalidArgument: the metric is required
+  bool needs_metric() const override { return true; }
   std::vector<double> get_last_lr() const override { return last_lr_; }
   Value state_dict() const override;
   void load_state_dict(const Value& state) override;

@@ -11,6 +11,9 @@
 // pickle, 64-byte-aligned stored records, CRC-32s, ZIP64 when needed) and publishes the file
 // crash-safely: the final name shows the old file or the complete new one, never a part.
 // Errors are ckpt::Error with a one-line message naming the file.
+// Thread safety: load(), save() and verify() may run concurrently on different files; two writers
+// of one path are safe for the file (the last rename wins) but only one should own it (the run
+// manager locks its directory). A ProgressFn may be called from a worker thread.
 #pragma once
 
 #include <cstdint>

@@ -5,6 +5,8 @@
 //   ckpt::Value osd = ckpt::optimizer_state_dict(adam);      // optimizer.state_dict() layout
 //   ckpt::load_optimizer_state_dict(adam, osd);              // also from Python's files
 //   at::Tensor rng = ckpt::get_rng_state();                  // torch.get_rng_state() bytes
+// Thread safety: none beyond LibTorch's own: call these from the thread that trains; the RNG
+// functions read and set the process-wide default CPU generator (under its lock).
 #pragma once
 
 #include <torch/nn/module.h>

@@ -4,6 +4,8 @@
 // tensors are shared (copying a Value shares the node, as Python objects are shared).
 // This header needs no LibTorch. With LibTorch, include ckpt/ckpt.h for Value(at::Tensor)
 // and Value::to_tensor().
+// Thread safety: a Value is a shared handle (like c10::IValue): copies share the node, so reading
+// one Value from several threads is safe, changing one while another thread reads it is not.
 #pragma once
 
 #include <cstddef>

@@ -475,6 +475,10 @@ Value ReduceLROnPlateau::state_dict() const {
   return v;
 }
 
+void ReduceLROnPlateau::step() {
+  fail(ErrorKind::kInvalidArgument, "ReduceLROnPlateau::step() needs the monitored metric: call step(metric)");
+}
+
 void ReduceLROnPlateau::load_state_dict(const Value& s) {
   o_.factor(s["factor"].to_double()).patience(s["patience"].to_int()).cooldown(s["cooldown"].to_int());
   o_.mode(s["mode"].to_string()).threshold(s["threshold"].to_double()).threshold_mode(s["threshold_mode"].to_string());
