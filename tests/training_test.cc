@@ -222,6 +222,40 @@ TEST(Scheduler, GenericCodeStepsAnySchedulerWithoutACast) {
   expect_error([&] { generic.step(); }, ErrorKind::kInvalidArgument, "needs the monitored metric");
 }
 
+TEST(Scheduler, RestoredOneCycleBoundsWinOverTheConstructorsAsInPython) {
+  torch::nn::Linear model(3, 2);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  OneCycleLR original(opt, OneCycleLROptions(0.1, 30));
+  for (int i = 0; i < 7; ++i) original.step();
+  TrainingState saved;
+  saved.model = model;
+  saved.optimizer = &opt;
+  saved.scheduler = &original;
+  saved.rng = false;
+  Value ck = load_from_bytes(save_to_bytes(saved.to_value()));  // through the file format
+
+  // A new process builds its scheduler with other bounds (max_lr 0.5, other momenta) ...
+  torch::nn::Linear model2(3, 2);
+  torch::optim::SGD opt2(model2->parameters(), torch::optim::SGDOptions(0.7).momentum(0.5));
+  OneCycleLR rebuilt(opt2, OneCycleLROptions(0.5, 30).max_momentum(0.99).base_momentum(0.8));
+  TrainingState resumed;
+  resumed.model = model2;
+  resumed.optimizer = &opt2;
+  resumed.scheduler = &rebuilt;
+  resumed.rng = false;
+  resumed.restore(ck);
+  // ... and continues the restored schedule exactly, as Python's (which reads the bounds from
+  // the restored param_groups) does.
+  for (int i = 0; i < 20; ++i) {
+    original.step();
+    rebuilt.step();
+    ASSERT_EQ(original.get_last_lr(), rebuilt.get_last_lr()) << "step " << i;
+    const auto& a = static_cast<const torch::optim::SGDOptions&>(opt.param_groups()[0].options());
+    const auto& b = static_cast<const torch::optim::SGDOptions&>(opt2.param_groups()[0].options());
+    ASSERT_EQ(a.momentum(), b.momentum()) << "step " << i;
+  }
+}
+
 TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   TempDir dir;
   ManagerOptions o;

@@ -32,6 +32,10 @@ class Scheduler : public Stateful {
   // Keys Python's scheduler keeps in the optimizer's param_groups ('initial_lr', ...), so a
   // checkpoint written here resumes with Python's scheduler too.
   virtual GroupExtras group_extras() const { return {}; }
+  // The other half: a restored optimizer's param_groups carry those keys, and as in Python they
+  // win over what the scheduler was constructed with (a OneCycleLR built with other bounds
+  // continues the restored run's schedule). TrainingState::restore calls it.
+  virtual void load_group_extras(const Value& param_groups) {}
 };
 
 // The base of the epoch/step-driven schedulers (Python's _LRScheduler).
@@ -144,6 +148,7 @@ class OneCycleLR : public LRScheduler {
  public:
   OneCycleLR(torch::optim::Optimizer& optimizer, const OneCycleLROptions& options, int64_t last_epoch = -1);
   GroupExtras group_extras() const override;
+  void load_group_extras(const Value& param_groups) override;
 
  private:
   struct Phase {

@@ -406,6 +406,26 @@ GroupExtras OneCycleLR::group_extras() const {
   return out;
 }
 
+void OneCycleLR::load_group_extras(const Value& param_groups) {
+  if (!param_groups.is_list() && !param_groups.is_tuple()) return;
+  const auto& groups = param_groups.items();
+  if (groups.size() != initial_lr_.size())
+    fail(ErrorKind::kMismatch, "OneCycleLR: the optimizer state has ", groups.size(),
+         " parameter groups, the scheduler ", initial_lr_.size());
+  auto take = [&](std::vector<double>& into, const char* key) {
+    for (size_t i = 0; i < groups.size(); ++i)
+      if (groups[i].is_dict())
+        if (const Value* v = groups[i].dict().find(key)) into[i] = v->to_double();
+  };
+  take(initial_lr_, "initial_lr");
+  take(max_lr_, "max_lr");
+  take(min_lr_, "min_lr");
+  if (cycle_momentum_) {
+    take(max_momentum_, "max_momentum");
+    take(base_momentum_, "base_momentum");
+  }
+}
+
 // --- ReduceLROnPlateau ---------------------------------------------------------------------------
 
 ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const Options& o) : optimizer_(optimizer), o_(o) {

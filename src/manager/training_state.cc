@@ -42,6 +42,10 @@ void TrainingState::restore(const Value& ck, bool strict) {
       with_context(keys.optimizer, [&] { load_optimizer_state_dict(*optimizer, *v); });
   if (scheduler)
     if (const Value* v = entry(keys.scheduler)) with_context(keys.scheduler, [&] { scheduler->load_state_dict(*v); });
+  if (scheduler && optimizer)  // as in Python, the restored param_groups' bounds win
+    if (const Value* o = ck.dict().find(keys.optimizer); o && o->is_dict())
+      if (const Value* groups = o->dict().find("param_groups"))
+        with_context(keys.optimizer, [&] { scheduler->load_group_extras(*groups); });
   if (data)
     if (const Value* v = entry(keys.data)) with_context(keys.data, [&] { data->load_state_dict(*v); });
   for (const auto& [name, obj] : objects)
