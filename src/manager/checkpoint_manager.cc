@@ -338,24 +338,11 @@ struct CheckpointManager::Impl {
     for (const auto& v : victims) next.pending_delete.push_back(v.file);
     next.refresh(opt.monitor, opt.mode);
     // 7-8. the commit point, then the pointer
-    write_index_file(next);
+    run::write_index_file(env, dir, next, opt.durable);
     index = next;
-    write_latest_file(index);
+    run::write_latest_file(env, dir, index, opt.durable);
     // 9. the victims
     for (const auto& v : victims) env->remove_file(v.path);
-  }
-
-  void write_index_file(const run::Index& idx) {
-    const std::string text = run::to_json(idx);
-    io::AtomicFile f(env, path_of(run::kIndexFile));
-    f.file().append(text.data(), text.size());
-    f.commit(opt.durable);
-  }
-  void write_latest_file(const run::Index& idx) {
-    const std::string text = idx.latest + "\n";
-    io::AtomicFile f(env, path_of(run::kLatestFile));
-    f.file().append(text.data(), text.size());
-    f.commit(opt.durable);
   }
 
   // --- restore -----------------------------------------------------------------------------------
@@ -422,8 +409,7 @@ struct CheckpointManager::Impl {
       }
     }
     if (changed) {
-      write_index_file(index);
-      write_latest_file(index);
+      run::write_index(env, dir, index, opt.durable);
     }
     if (!result.restored && !result.skipped.empty())
       fail(ErrorKind::kCorruption, dir, ": no checkpoint verifies (", result.skipped.size(),

@@ -276,18 +276,26 @@ std::optional<Index> read_index(io::Env* env, const std::string& dir) {
   return index;
 }
 
-void write_index(io::Env* env, const std::string& dir, const Index& index, bool durable) {
-  const std::string text = to_json(index);
-  {
-    io::AtomicFile f(env, dir + "/" + kIndexFile);
-    f.file().append(text.data(), text.size());
-    f.commit(durable);
-  }
-  // The pointer for people and scripts; the index above is what ckpt trusts.
-  const std::string latest = index.latest + "\n";
-  io::AtomicFile f(env, dir + "/" + kLatestFile);
-  f.file().append(latest.data(), latest.size());
+namespace {
+void write_small_file(io::Env* env, const std::string& path, const std::string& text, bool durable) {
+  io::AtomicFile f(env, path);
+  f.file().append(text.data(), text.size());
   f.commit(durable);
+}
+}  // namespace
+
+void write_index_file(io::Env* env, const std::string& dir, const Index& index, bool durable) {
+  write_small_file(env, dir + "/" + kIndexFile, to_json(index), durable);
+}
+
+// The pointer for people and scripts; the index is what ckpt trusts.
+void write_latest_file(io::Env* env, const std::string& dir, const Index& index, bool durable) {
+  write_small_file(env, dir + "/" + kLatestFile, index.latest + "\n", durable);
+}
+
+void write_index(io::Env* env, const std::string& dir, const Index& index, bool durable) {
+  write_index_file(env, dir, index, durable);
+  write_latest_file(env, dir, index, durable);
 }
 
 // --- retention -----------------------------------------------------------------------------------

@@ -81,7 +81,10 @@ Index from_json(const std::string& text, const std::string& dir);
 
 // Reads dir/index.json. nullopt when it does not exist; throws when it is damaged.
 std::optional<Index> read_index(io::Env* env, const std::string& dir);
-// Atomically replaces dir/index.json, then dir/latest.
+// Atomically replace dir/index.json (the commit point) and dir/latest (the pointer for people).
+void write_index_file(io::Env* env, const std::string& dir, const Index& index, bool durable);
+void write_latest_file(io::Env* env, const std::string& dir, const Index& index, bool durable);
+// Both, in that order.
 void write_index(io::Env* env, const std::string& dir, const Index& index, bool durable);
 
 // Whether `metric` of a is better than of b under `mode`.
