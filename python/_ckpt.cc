@@ -18,9 +18,11 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/manager.h"
 #include "format/archive.h"
+#include "format/value_access.h"
 
 namespace py = pybind11;
 using ckpt::Value;
+using ckpt::ValueAccess;
 
 namespace {
 
@@ -172,11 +174,11 @@ class ToPython {
   explicit ToPython(py::object map_location) : map_location_(std::move(map_location)) {}
 
   py::object convert(const Value& v) {
-    if (v.node() != nullptr && (v.is_list() || v.is_tuple() || v.is_dict() || v.is_tensor())) {
-      auto it = seen_.find(v.node());
+    if (ValueAccess::node(v) != nullptr && (v.is_list() || v.is_tuple() || v.is_dict() || v.is_tensor())) {
+      auto it = seen_.find(ValueAccess::node(v));
       if (it != seen_.end()) return it->second;  // the same object, as pickle's memo makes it
       py::object out = fresh(v);
-      seen_.emplace(v.node(), out);
+      seen_.emplace(ValueAccess::node(v), out);
       return out;
     }
     return fresh(v);

@@ -15,14 +15,10 @@
 // another on the saver's own writer thread, in the order save() was called.
 #pragma once
 
-#include <condition_variable>
-#include <deque>
-#include <exception>
+#include <cstddef>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "ckpt/serialize.h"
 
@@ -50,22 +46,9 @@ class AsyncSaver {
   // Saves queued or being written.
   size_t pending() const;
 
-  struct Arena;  // reused snapshot memory
-
  private:
-  struct Job;
-  const size_t max_in_flight_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<Job>> queue_;
-  size_t in_flight_ = 0;
-  std::exception_ptr error_;
-  std::deque<std::shared_ptr<Arena>> free_arenas_;
-  bool stop_ = false;
-  std::thread worker_;
-
-  void run();
-  std::shared_ptr<Arena> take_arena(uint64_t bytes);
+  struct Impl;  // the queue, the writer thread and the reused snapshot memory
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace ckpt

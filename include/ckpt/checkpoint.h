@@ -14,18 +14,25 @@
 // Thread safety: none. A TrainingState and the objects it points to are used from the training
 // thread; to_value() returns live tensors, so save them (or snapshot them, as AsyncSaver does)
 // before the next optimizer step changes them.
+// Light to include: LibTorch's module, holder and optimizer types are only declared here.
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <torch/nn/pimpl.h>
-
-#include <memory>
-
 #include "ckpt/scheduler.h"
+#include "ckpt/serialize.h"
 #include "ckpt/training.h"
+
+namespace torch {
+namespace nn {
+template <typename Contained>
+class ModuleHolder;  // <torch/nn/pimpl.h>: torch::nn::Linear, TORCH_MODULE types
+}
+}  // namespace torch
 
 namespace ckpt {
 

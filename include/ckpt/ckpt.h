@@ -1,23 +1,24 @@
-// ckpt/ckpt.h — everything, for LibTorch users.
+// ckpt/ckpt.h — all of ckpt's public API in one include, for LibTorch programs.
 //
 //   #include <ckpt/ckpt.h>
-//   ckpt::Value ck = ckpt::load("ckpt.pt");
-//   at::Tensor w = ck["model_state"]["fc.weight"].to_tensor();   // no copy
-//   ck.dict().set("extra", ckpt::Value(torch::ones({3})));
-//   ckpt::save(ck, "ckpt.pt");                                    // torch.load reads it
-// Thread safety: as the headers it includes say; Value <-> at::Tensor conversions are pure.
+//   ckpt::Value ck = ckpt::load("ckpt.pt");                          // ckpt/serialize.h
+//   at::Tensor w = ck["model_state"]["fc.weight"].to_tensor();       // ckpt/tensor.h
+//   ckpt::TrainingState state;  state.model = net;  ...              // ckpt/checkpoint.h
+//   ckpt::CheckpointManager manager("runs/exp1", opts);              // ckpt/manager.h
+//
+// Each header below states its own contract and thread safety; include one alone to keep a
+// compile light (their costs are in bench/RESULTS.md, "Compile times"). The torch-free part —
+// ckpt/value.h, ckpt/serialize.h, ckpt/manager.h, ckpt/async.h, ckpt/preemption.h — links
+// against ckpt::base alone.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
+#include "ckpt/async.h"
+#include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
+#include "ckpt/manager.h"
+#include "ckpt/preemption.h"
+#include "ckpt/scheduler.h"
 #include "ckpt/serialize.h"
+#include "ckpt/tensor.h"
+#include "ckpt/training.h"
 #include "ckpt/value.h"
-
-namespace ckpt {
-
-at::ScalarType to_scalar_type(DType dtype);
-// Throws kUnsupported for scalar types PyTorch 1.13's TypedStorage has no class for.
-DType to_dtype(at::ScalarType type);
-
-}  // namespace ckpt

@@ -7,10 +7,11 @@
 //   for (...) { ...; sgd.step(); sched.step(); }
 //
 // As in Python, constructing a scheduler performs its first step (last_epoch becomes 0) and
-// step() is called after optimizer.step().
+// step() is called after optimizer.step(). Light to include: the optimizer type is only declared
+// (ckpt/training.h); the caller's <torch/optim/...> includes define it.
 #pragma once
 
-#include <torch/optim/optimizer.h>
+#include <torch/arg.h>  // TORCH_ARG, as LibTorch's own options use (includes only <utility>)
 
 #include <string>
 #include <vector>

@@ -7,15 +7,28 @@
 //   at::Tensor rng = ckpt::get_rng_state();                  // torch.get_rng_state() bytes
 // Thread safety: none beyond LibTorch's own: call these from the thread that trains; the RNG
 // functions read and set the process-wide default CPU generator (under its lock).
+//
+// Light to include: LibTorch's module and optimizer types are only declared here (the caller's
+// own <torch/...> includes define them); at::Tensor results need <ATen/core/Tensor.h> or
+// ckpt/tensor.h at the call site.
 #pragma once
 
-#include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
-
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "ckpt/ckpt.h"
+#include "ckpt/value.h"
+
+namespace torch {
+namespace nn {
+class Module;
+}
+namespace optim {
+class Optimizer;
+}
+}  // namespace torch
 
 namespace ckpt {
 
@@ -99,7 +112,9 @@ class ResumableSampler : public Stateful {
   uint64_t seed_;
   int64_t epoch_ = 0;
   int64_t index_ = 0;
-  at::Tensor order_;  // int64 [size]
+  // The epoch's order, int64 [size]. Replaced (never changed in place) by set_epoch() and
+  // load_state_dict(), so a state_dict() shares it safely.
+  std::shared_ptr<StorageData> order_;
 };
 
 }  // namespace ckpt

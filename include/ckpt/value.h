@@ -78,7 +78,7 @@ struct TensorRef {
 };
 
 class Dict;
-struct ObjectData;
+struct ValueAccess;  // ckpt's own internals (src/format/value_access.h)
 
 class Value {
  public:
@@ -170,10 +170,8 @@ class Value {
   bool contains(std::string_view key) const;
   size_t size() const;  // elements of a list, tuple or dict
 
-  // The identity of a shared node (null for scalars): equal for copies of one Value.
-  const void* node() const { return node_.get(); }
-
  private:
+  friend struct ValueAccess;
   Kind kind_ = Kind::kNone;
   union {
     bool b;
@@ -222,11 +220,6 @@ class Dict {
   std::vector<size_t> index_;  // open-addressing hash of items_ positions (+1), for str/int keys
   void rehash();
   size_t slot_of(const Value& key) const;
-};
-
-struct ObjectData {
-  std::string type;
-  Value args;
 };
 
 // Python's ==, for the kinds that can be dict keys (None, bool, int, float, str, bytes, tuple).

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "bridge/tensor.h"
-#include "ckpt/ckpt.h"
+#include "ckpt/tensor.h"
 #include "util/errors.h"
 
 namespace ckpt {

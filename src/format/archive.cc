@@ -23,6 +23,7 @@
 #include "util/crc32.h"
 #include "util/errors.h"
 #include "util/text.h"
+#include "format/value_access.h"
 
 namespace ckpt::format {
 namespace {
@@ -571,7 +572,7 @@ class ArchiveReader {
 };
 
 size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen) {
-  if (v.node() && !seen.emplace(v.node(), true).second) return 0;
+  if (ValueAccess::node(v) && !seen.emplace(ValueAccess::node(v), true).second) return 0;
   switch (v.kind()) {
     case Value::Kind::kTensor:
       return 1;

@@ -8,6 +8,7 @@
 #include "format/pickle.h"
 #include "util/bytes.h"
 #include "util/errors.h"
+#include "format/value_access.h"
 
 namespace ckpt::pickle {
 namespace {
@@ -855,7 +856,7 @@ class Unpickler {
     auto enter = [&](const Value& v) {
       Frame f{v, {}, 0, 1};
       for_each_child(v, [&](const Value& c) { f.children.push_back(c); });
-      seen[v.node()] = State{};
+      seen[ValueAccess::node(v)] = State{};
       frames.push_back(std::move(f));
       if (frames.size() > limits_.max_depth)
         fail(ErrorKind::kCorruption, "pickle nests containers deeper than ", limits_.max_depth);
@@ -865,7 +866,7 @@ class Unpickler {
     while (!frames.empty()) {
       Frame& f = frames.back();
       if (f.next == f.children.size()) {
-        seen[f.v.node()] = State{true, f.expanded};
+        seen[ValueAccess::node(f.v)] = State{true, f.expanded};
         size_t e = f.expanded;
         frames.pop_back();
         if (!frames.empty()) frames.back().expanded += e;
@@ -875,7 +876,7 @@ class Unpickler {
       if (!has_children(c)) {
         ++f.expanded;
       } else {
-        auto it = seen.find(c.node());
+        auto it = seen.find(ValueAccess::node(c));
         if (it == seen.end()) {
           enter(c);
           continue;

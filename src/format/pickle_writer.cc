@@ -7,6 +7,7 @@
 #include "format/storage_types.h"
 #include "util/bytes.h"
 #include "util/errors.h"
+#include "format/value_access.h"
 
 namespace ckpt::pickle {
 namespace {
@@ -51,13 +52,13 @@ class Pickler {
     }
   }
   bool try_memo(const Value& v) {
-    auto it = memo_.find(v.node());
+    auto it = memo_.find(ValueAccess::node(v));
     if (it == memo_.end()) return false;
     get_memo(it->second);
     return true;
   }
   void remember(const Value& v) {
-    memo_[v.node()] = next_memo_;
+    memo_[ValueAccess::node(v)] = next_memo_;
     put_memo();
   }
 
@@ -266,7 +267,7 @@ class Pickler {
       case K::kBytes:
         if (try_memo(v)) return;
         save_bytes(v.to_bytes());
-        memo_[v.node()] = next_memo_ - 1;
+        memo_[ValueAccess::node(v)] = next_memo_ - 1;
         return;
       case K::kList:
         if (try_memo(v)) return;

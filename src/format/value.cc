@@ -9,10 +9,17 @@
 #include <new>
 
 #include "format/storage_types.h"
+#include "format/value_access.h"
 #include "util/errors.h"
 #include "util/text.h"
 
 namespace ckpt {
+
+// The node of a kObject Value.
+struct ObjectData {
+  std::string type;
+  Value args;
+};
 
 // ---------------------------------------------------------------------------------------------
 // dtypes
@@ -409,7 +416,7 @@ bool keys_equal(const Value& a, const Value& b) {
       return true;
     }
     default:
-      return a.node() != nullptr && a.node() == b.node();  // identity
+      return ValueAccess::node(a) != nullptr && ValueAccess::node(a) == ValueAccess::node(b);  // identity
   }
 }
 

@@ -6,8 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <iostream>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "format/archive.h"
@@ -15,8 +20,10 @@
 
 namespace ckpt {
 
+namespace {
+
 // One contiguous anonymous mapping, kept across saves so its pages are already faulted in.
-struct AsyncSaver::Arena {
+struct Arena {
   std::byte* base = nullptr;
   uint64_t capacity = 0;
   ~Arena() {
@@ -35,19 +42,17 @@ struct AsyncSaver::Arena {
   }
 };
 
-namespace {
-
 // A storage's bytes inside a snapshot arena.
 class SnapshotStorage final : public StorageData {
  public:
-  SnapshotStorage(std::shared_ptr<AsyncSaver::Arena> arena, std::byte* data, size_t nbytes, DType dtype)
+  SnapshotStorage(std::shared_ptr<Arena> arena, std::byte* data, size_t nbytes, DType dtype)
       : arena_(std::move(arena)), data_(data), nbytes_(nbytes), dtype_(dtype) {}
   std::byte* data() const override { return data_; }
   size_t nbytes() const override { return nbytes_; }
   DType dtype() const override { return dtype_; }
 
  private:
-  std::shared_ptr<AsyncSaver::Arena> arena_;
+  std::shared_ptr<Arena> arena_;
   std::byte* data_;
   size_t nbytes_;
   DType dtype_;
@@ -80,21 +85,50 @@ void parallel_copy(const std::vector<Copy>& copies) {
   for (auto& th : pool) th.join();
 }
 
-}  // namespace
-
-struct AsyncSaver::Job {
+struct Job {
   format::PreparedArchive archive;
   std::string path;
   SaveOptions options;
   std::shared_ptr<Arena> arena;
-  PublishedFn on_published;
+  AsyncSaver::PublishedFn on_published;
 };
 
-AsyncSaver::AsyncSaver(size_t max_in_flight) : max_in_flight_(std::max<size_t>(1, max_in_flight)) {
-  worker_ = std::thread([this] { run(); });
-}
+}  // namespace
 
-AsyncSaver::~AsyncSaver() {
+struct AsyncSaver::Impl {
+  explicit Impl(size_t max_in_flight) : max_in_flight_(std::max<size_t>(1, max_in_flight)) {
+    worker_ = std::thread([this] { run(); });
+  }
+  ~Impl();
+  void save(const Value& value, const std::string& path, const SaveOptions& options, PublishedFn on_published);
+  void wait();
+  size_t pending() const;
+
+ private:
+  const size_t max_in_flight_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Job>> queue_;
+  size_t in_flight_ = 0;
+  std::exception_ptr error_;
+  std::deque<std::shared_ptr<Arena>> free_arenas_;
+  bool stop_ = false;
+  std::thread worker_;
+
+  void run();
+  std::shared_ptr<Arena> take_arena(uint64_t bytes);
+};
+
+AsyncSaver::AsyncSaver(size_t max_in_flight) : impl_(std::make_unique<Impl>(max_in_flight)) {}
+AsyncSaver::~AsyncSaver() = default;
+void AsyncSaver::save(const Value& value, const std::string& path, const SaveOptions& options,
+                      PublishedFn on_published) {
+  impl_->save(value, path, options, std::move(on_published));
+}
+void AsyncSaver::wait() { impl_->wait(); }
+size_t AsyncSaver::pending() const { return impl_->pending(); }
+
+AsyncSaver::Impl::~Impl() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return in_flight_ == 0; });
@@ -111,7 +145,7 @@ AsyncSaver::~AsyncSaver() {
   }
 }
 
-std::shared_ptr<AsyncSaver::Arena> AsyncSaver::take_arena(uint64_t bytes) {
+std::shared_ptr<Arena> AsyncSaver::Impl::take_arena(uint64_t bytes) {
   std::shared_ptr<Arena> arena;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -129,8 +163,8 @@ std::shared_ptr<AsyncSaver::Arena> AsyncSaver::take_arena(uint64_t bytes) {
   return arena;
 }
 
-void AsyncSaver::save(const Value& value, const std::string& path, const SaveOptions& options,
-                      PublishedFn on_published) {
+void AsyncSaver::Impl::save(const Value& value, const std::string& path, const SaveOptions& options,
+                            PublishedFn on_published) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return in_flight_ < max_in_flight_ || error_; });
@@ -172,7 +206,7 @@ void AsyncSaver::save(const Value& value, const std::string& path, const SaveOpt
   cv_.notify_all();
 }
 
-void AsyncSaver::run() {
+void AsyncSaver::Impl::run() {
   // A background save must not compete with training at equal priority: with both cores busy,
   // every slice it takes from one compute thread stalls the others at their next barrier. Nice 10
   // (inherited by the I/O threads this thread starts) leaves training most of the CPU; the write
@@ -216,7 +250,7 @@ void AsyncSaver::run() {
   }
 }
 
-void AsyncSaver::wait() {
+void AsyncSaver::Impl::wait() {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return in_flight_ == 0; });
   if (error_) {
@@ -226,7 +260,7 @@ void AsyncSaver::wait() {
   }
 }
 
-size_t AsyncSaver::pending() const {
+size_t AsyncSaver::Impl::pending() const {
   std::lock_guard<std::mutex> lock(mu_);
   return in_flight_;
 }

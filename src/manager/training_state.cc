@@ -1,5 +1,10 @@
 #include "ckpt/checkpoint.h"
 
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "ckpt/tensor.h"
+
 #include "util/errors.h"
 
 namespace ckpt {

@@ -6,13 +6,16 @@
 #include <unordered_map>
 
 #include "ckpt/ckpt.h"
+#include "format/value_access.h"
 
 namespace {
 
+using ckpt::ValueAccess;
+
 ckpt::Value rebuild(const ckpt::Value& v, std::unordered_map<const void*, ckpt::Value>& done) {
   using K = ckpt::Value::Kind;
-  if (v.node() != nullptr) {
-    auto it = done.find(v.node());
+  if (ValueAccess::node(v) != nullptr) {
+    auto it = done.find(ValueAccess::node(v));
     if (it != done.end()) return it->second;
   }
   ckpt::Value out;
@@ -40,7 +43,7 @@ ckpt::Value rebuild(const ckpt::Value& v, std::unordered_map<const void*, ckpt::
     default:
       out = v;
   }
-  if (v.node() != nullptr) done[v.node()] = out;
+  if (ValueAccess::node(v) != nullptr) done[ValueAccess::node(v)] = out;
   return out;
 }
 

@@ -18,11 +18,13 @@
 #include "plot.h"
 #include "util/errors.h"
 #include "util/text.h"
+#include "format/value_access.h"
 
 namespace {
 
 using ckpt::str_cat;
 using ckpt::Value;
+using ckpt::ValueAccess;
 using Json = nlohmann::ordered_json;
 
 // A progress bar on stderr when it is a terminal and the work is large; silent otherwise.
@@ -89,8 +91,8 @@ class Walker {
  public:
   virtual ~Walker() = default;
   void walk(const Value& v, const std::string& path, int depth) {
-    if (v.node() != nullptr && (v.is_list() || v.is_tuple() || v.is_dict() || v.is_tensor())) {
-      auto [it, inserted] = seen_.emplace(v.node(), path);
+    if (ValueAccess::node(v) != nullptr && (v.is_list() || v.is_tuple() || v.is_dict() || v.is_tensor())) {
+      auto [it, inserted] = seen_.emplace(ValueAccess::node(v), path);
       if (!inserted) {
         on_shared(v, path, it->second, depth);
         return;
