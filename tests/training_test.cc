@@ -256,6 +256,30 @@ TEST(Scheduler, RestoredOneCycleBoundsWinOverTheConstructorsAsInPython) {
   }
 }
 
+TEST(Scheduler, OneCycleTakesOneMaxLrPerParamGroupAsPythonDoes) {
+  torch::nn::Linear a(3, 2), b(3, 2);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(a->parameters(), std::make_unique<torch::optim::SGDOptions>(0.1));
+  groups.emplace_back(b->parameters(), std::make_unique<torch::optim::SGDOptions>(0.1));
+  torch::optim::SGD opt(groups, torch::optim::SGDOptions(0.1).momentum(0.9));
+  OneCycleLR sched(opt, OneCycleLROptions({0.4, 0.02}, 10).div_factor(4).cycle_momentum(false));
+  // Python: initial_lr = max_lr / div_factor per group, the first rate of the schedule (the
+  // bit-exact curves against Python's are in the interop tests).
+  auto expect_rates = [&](double a, double b) {
+    ASSERT_EQ(sched.get_last_lr().size(), 2u);
+    EXPECT_DOUBLE_EQ(sched.get_last_lr()[0], a);
+    EXPECT_DOUBLE_EQ(sched.get_last_lr()[1], b);
+  };
+  expect_rates(0.1, 0.005);
+  for (int i = 0; i < 2; ++i) sched.step();  // the warm-up ends at pct_start * 10 - 1 = 2
+  expect_rates(0.4, 0.02);
+  Value extras = optimizer_state_dict(opt, sched.group_extras())["param_groups"];
+  EXPECT_EQ(extras[1]["max_lr"].to_double(), 0.02);
+  EXPECT_DOUBLE_EQ(extras[1]["min_lr"].to_double(), 0.005 / 1e4);
+  expect_error([&] { OneCycleLR(opt, OneCycleLROptions({0.1, 0.2, 0.3}, 10)); }, ErrorKind::kInvalidArgument,
+               "expected 2 values for max_lr (one per param group), got 3");
+}
+
 TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
   TempDir dir;
   ManagerOptions o;

@@ -128,9 +128,13 @@ class LinearLR : public LRScheduler {
   int64_t total_iters_;
 };
 
+// As Python's OneCycleLR(optimizer, max_lr, total_steps, ...): max_lr is one rate for every
+// param group, or one per group (OneCycleLROptions({0.1, 0.01}, 1000)), whose count must match.
 struct OneCycleLROptions {
-  OneCycleLROptions(double max_lr, int64_t total_steps) : max_lr_(max_lr), total_steps_(total_steps) {}
-  TORCH_ARG(double, max_lr);
+  OneCycleLROptions(double max_lr, int64_t total_steps) : max_lr_({max_lr}), total_steps_(total_steps) {}
+  OneCycleLROptions(std::vector<double> max_lr, int64_t total_steps)
+      : max_lr_(std::move(max_lr)), total_steps_(total_steps) {}
+  TORCH_ARG(std::vector<double>, max_lr);  // one value (every group) or one per group
   TORCH_ARG(int64_t, total_steps);
   TORCH_ARG(double, pct_start) = 0.3;
   TORCH_ARG(std::string, anneal_strategy) = "cos";  // or "linear"

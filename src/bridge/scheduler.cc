@@ -289,9 +289,13 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& o, int64_t
                {total - 1, false, "max_lr", "min_lr", "base_momentum", "max_momentum"}};
   }
   size_t n = optimizer.param_groups().size();
+  if (o.max_lr().size() != 1 && o.max_lr().size() != n)  // Python's _format_param
+    fail(ErrorKind::kInvalidArgument, "OneCycleLR: expected ", n, " values for max_lr (one per param group), got ",
+         o.max_lr().size());
   for (size_t i = 0; i < n; ++i) {
-    initial_lr_.push_back(o.max_lr() / o.div_factor());
-    max_lr_.push_back(o.max_lr());
+    double max_lr = o.max_lr().size() == 1 ? o.max_lr()[0] : o.max_lr()[i];
+    initial_lr_.push_back(max_lr / o.div_factor());
+    max_lr_.push_back(max_lr);
     min_lr_.push_back(initial_lr_.back() / o.final_div_factor());
   }
   if (cycle_momentum_) {

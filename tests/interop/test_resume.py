@@ -197,6 +197,39 @@ class CrossLanguage(Workdir):
                 for i, (a, b) in enumerate(zip(py, cpp)):
                     self.assertEqual(a, b, f"{name}: step {i + 1}: Python lr, momentum {a} vs LibTorch {b}")
 
+    def test_onecycle_built_with_other_bounds_resumes_as_pythons_does(self):
+        # Both sides build OneCycleLR with other max_lr, momentum bounds, div_factor and length,
+        # then load a LibTorch checkpoint taken at step 10: Python takes the bounds from the
+        # restored param_groups and the length from the scheduler state, and so must LibTorch.
+        ck = self.path("onecycle.pt")
+        driver("--optimizer", "sgd", "--scheduler", "onecycle", "--steps", STEPS, "--stop-after", 10, "--checkpoint", ck)
+        left = STEPS + 1 - 10 - 1  # steps until last_epoch reaches total_steps
+        r = subprocess.run([TRAIN, "--optimizer", "sgd", "--scheduler", "onecycle_other", "--steps", str(STEPS),
+                            "--resume", ck, "--lr-curve", str(left)], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        cpp = [tuple(float(x) for x in line.split()) for line in r.stdout.split("\n") if line]
+
+        def python_curve(load):
+            opt = python_optimizer("sgd", python_model().parameters())
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=STEPS + 11, max_momentum=0.99,
+                                                        base_momentum=0.8, div_factor=10)
+            if load:
+                state = torch.load(ck)
+                opt.load_state_dict(state["optimizer_state"])
+                sched.load_state_dict(state["scheduler_state"])
+            out = []
+            for _ in range(left):
+                opt.step()
+                sched.step()
+                out.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            return out
+
+        py = python_curve(load=True)
+        self.assertNotEqual(py, python_curve(load=False))  # the restored state really decides
+        self.assertEqual(len(cpp), left)
+        for i, (a, b) in enumerate(zip(py, cpp)):
+            self.assertEqual(a, b, f"step {11 + i}: Python lr, momentum {a} vs LibTorch {b}")
+
     def test_python_checkpoint_restores_bit_identical_in_libtorch(self):
         for opt_name in ("sgd", "adam", "adam_amsgrad", "adamw", "rmsprop", "adagrad"):
             for sched_name in ("step", "multistep", "cosine", "linear", "exponential", "plateau"):

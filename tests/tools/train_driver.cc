@@ -4,6 +4,8 @@
 //   train_driver ... --stop-after 10 --checkpoint ck.pt     # save at step 10 and exit
 //   train_driver ... --resume ck.pt --out final.pt          # a new process finishes the run
 //   train_driver ... --restore ck.pt --out dump.pt          # load into fresh objects, save again
+//   train_driver ... --lr-curve N [--resume ck.pt]          # lr and momentum after each of N more
+//                                                           # scheduler steps (from ck.pt's state)
 //   train_driver ... --run-dir RUN --save-every 3 --out final.pt   # through a CheckpointManager:
 //       resumes from RUN if it holds a checkpoint, saves every 3 steps (--async 1, --keep-last N,
 //       --pad-mb N of extra state so saves take a while, --step-ms N of sleep per step), SIGTERM
@@ -95,6 +97,9 @@ std::unique_ptr<ckpt::Scheduler> make_scheduler(const std::string& name, torch::
   if (name == "cosine") return std::make_unique<ckpt::CosineAnnealingLR>(opt, 6, 1e-4);
   if (name == "linear") return std::make_unique<ckpt::LinearLR>(opt, 0.25, 1.0, 8);
   if (name == "onecycle") return std::make_unique<ckpt::OneCycleLR>(opt, ckpt::OneCycleLROptions(0.05, steps + 1));
+  if (name == "onecycle_other")  // other bounds and length: a resumed run must follow the checkpoint's
+    return std::make_unique<ckpt::OneCycleLR>(
+        opt, ckpt::OneCycleLROptions(0.5, steps + 11).max_momentum(0.99).base_momentum(0.8).div_factor(10));
   if (name == "plateau")
     return std::make_unique<ckpt::ReduceLROnPlateau>(opt, ckpt::ReduceLROnPlateauOptions().patience(0).factor(0.5));
   throw std::runtime_error("unknown scheduler " + name);
@@ -125,6 +130,7 @@ int main(int argc, char** argv) try {
   state.metrics.dict().set("epoch_loss_sum", 0.0);
   state.extra.dict().set("config", ckpt::Value::tuple({a.optimizer, a.scheduler}));
 
+  if (!a.resume.empty()) state.load(a.resume);
   if (a.lr_curve >= 0) {  // the learning rate (and momentum) after each of N scheduler steps
     auto* plateau_only = dynamic_cast<ckpt::ReduceLROnPlateau*>(sched.get());
     auto* lrs = dynamic_cast<ckpt::LRScheduler*>(sched.get());
@@ -143,7 +149,6 @@ int main(int argc, char** argv) try {
     state.save(a.out);
     return 0;
   }
-  if (!a.resume.empty()) state.load(a.resume);
   if (a.pad_mb > 0) state.extra.dict().set("pad", ckpt::Value(torch::zeros({a.pad_mb << 18})));  // MiB of float32
 
   std::unique_ptr<ckpt::CheckpointManager> manager;
