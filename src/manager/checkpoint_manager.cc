@@ -301,6 +301,9 @@ struct CheckpointManager::Impl {
     try {
       env->link_file(best.path, tmp);
       env->rename_file(tmp, path_of(run::kBestFile));
+      // When best.pt already is a link to this file, POSIX rename() does nothing and the temp
+      // name stays: remove it (a no-op otherwise).
+      env->remove_file(tmp);
       if (opt.durable) env->sync_dir(dir);
     } catch (const Error& e) {
       env->remove_file(tmp);
