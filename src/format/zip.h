@@ -34,7 +34,8 @@ struct Entry {
 
 // Parses the directory of the zip in [data, data+size) and every entry's local header.
 // Validates each offset, size and count against the file; refuses entry names that are
-// absolute or contain "..", duplicate names and overlapping entries.
+// absolute or contain "..", duplicate names, overlapping entries and deflated entries that claim
+// more than deflate can expand to.
 // Throws ckpt::Error (kCorruption / kUnsafe) without a file name; callers add it.
 //
 // Local headers are read through `read_local` when given (e.g. pread, which maps nothing into

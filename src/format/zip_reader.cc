@@ -126,6 +126,11 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     if (e.method == 0 && e.compressed_size != e.size)
       fail(ErrorKind::kCorruption, "stored entry '", e.name, "' has compressed size ", e.compressed_size, " but size ",
            e.size);
+    // Deflate's ratio cannot exceed 1032:1, which bounds what an entry may claim; checked here,
+    // before any reader sizes a buffer by the claim (a zip bomb).
+    if (e.method == 8 && e.size > e.compressed_size * 1032 + 64)
+      fail(ErrorKind::kCorruption, "entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed_size,
+           " compressed, more than deflate can expand to (zip bomb?)");
 
     if (e.header_offset > cd_offset || cd_offset - e.header_offset < kLocalSize + name_len)
       fail(ErrorKind::kCorruption, "entry '", e.name, "': local header offset ", e.header_offset,
@@ -181,10 +186,7 @@ void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::
     out->assign(src, static_cast<size_t>(e.size));
     return;
   }
-  // Deflate: the ratio cannot exceed 1032:1, which bounds what a small entry may claim.
-  if (e.size > e.compressed_size * 1032 + 64)
-    fail(ErrorKind::kCorruption, "entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed_size,
-         " compressed");
+  // The claimed size was checked against deflate's ratio by read_directory().
   out->resize(static_cast<size_t>(e.size));
   z_stream zs{};
   if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) fail(ErrorKind::kIO, "inflateInit failed");
