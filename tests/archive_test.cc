@@ -232,6 +232,17 @@ TEST(Archive, FailedSyncOrRenameLeavesTheOldFileIntact) {
   }
   EXPECT_EQ(test::read_file(dir.file("c.pt")), old);
   EXPECT_EQ(files_in(dir.path()), 1u);
+  {
+    // The rename happened but may not survive a crash: the caller hears of it, and the name
+    // holds a complete file either way.
+    test::FaultEnv env;
+    env.fail_sync_dir = true;
+    expect_error([&] { format::write_archive(&env, sample_checkpoint(), dir.file("c.pt"), SaveOptions{}); },
+                 ErrorKind::kIO, "fsync of directory failed");
+    EXPECT_EQ(env.renames, 1);
+  }
+  EXPECT_NO_THROW(verify(dir.file("c.pt")));
+  EXPECT_EQ(files_in(dir.path()), 1u);
 }
 
 TEST(Archive, KilledWriterNeverLeavesAPartialFileUnderTheFinalName) {

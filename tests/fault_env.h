@@ -1,4 +1,4 @@
-// An Env that injects failures: a write that runs out of space after N bytes, a failing
+// Wraps any Env and injects failures: a write that runs out of space after N bytes, a failing
 // fsync or rename, or a pause mid-write (so another process can kill the writer there).
 #pragma once
 
@@ -15,8 +15,9 @@
 
 namespace ckpt::test {
 
-class FaultEnv : public io::Env {
+class FaultEnv : public io::EnvWrapper {
  public:
+  explicit FaultEnv(io::Env* target = io::Env::Default()) : EnvWrapper(target) {}
   int64_t fail_write_after = -1;  // bytes; -1 = never
   bool fail_sync = false;
   bool fail_rename = false;
@@ -27,23 +28,19 @@ class FaultEnv : public io::Env {
   std::mutex mu_;
 
   std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
-    return std::make_unique<File>(this, base()->new_writable_file(path, direct));
+    return std::make_unique<File>(this, target()->new_writable_file(path, direct));
   }
-  std::shared_ptr<io::MappedFile> map_file(const std::string& path) override { return base()->map_file(path); }
   void rename_file(const std::string& from, const std::string& to) override {
     if (fail_rename) fail(ErrorKind::kIO, from, ": rename failed: ", std::strerror(EXDEV));
     ++renames;
-    base()->rename_file(from, to);
+    target()->rename_file(from, to);
   }
-  void remove_file(const std::string& path) noexcept override { base()->remove_file(path); }
   void sync_dir(const std::string& dir) override {
     if (fail_sync_dir) fail(ErrorKind::kIO, dir, ": fsync of directory failed: ", std::strerror(EIO));
-    base()->sync_dir(dir);
+    target()->sync_dir(dir);
   }
-  bool file_exists(const std::string& path) override { return base()->file_exists(path); }
 
  private:
-  static io::Env* base() { return io::Env::Default(); }
 
   class File : public io::WritableFile {
    public:
