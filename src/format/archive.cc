@@ -385,7 +385,10 @@ class ArchiveReader {
         uint64_t cut = begin;
         while (cut < end) {
           uint64_t next = std::min(end, align_down(cut) + kPiece);
-          ReadTask t{align_down(cut), align_up(next), {}, job.dst + (align_down(cut) - begin)};
+          // The first piece starts up to a block before the storage, in the arena's head slack:
+          // a signed offset (unsigned wrap-around would be pointer overflow).
+          auto lead = static_cast<std::ptrdiff_t>(align_down(cut)) - static_cast<std::ptrdiff_t>(begin);
+          ReadTask t{align_down(cut), align_up(next), {}, job.dst + lead};
           t.parts.push_back({&job, job.piece_crcs.size(), cut - begin, next - begin});
           job.piece_crcs.push_back(0);
           job.piece_lens.push_back(next - cut);
