@@ -1,5 +1,6 @@
 #include "format/archive.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 
 #include "fault_env.h"
 #include "format/zip.h"
+#include "io/posix_calls.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -198,6 +200,89 @@ size_t files_in(const std::string& dir) {
   size_t n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
   return n;
+}
+
+TEST(Archive, NoMemoryForTheStoragesIsAnErrorNamingTheFile) {
+  TempDir dir;
+  save(sample_checkpoint(1 << 20), dir.file("c.pt"));  // a 4 MiB record (its own arena) and small ones
+  test::OpFaultEnv env;
+  env.fail_kind = test::OpFaultEnv::kAlloc;
+  env.error = ENOMEM;
+  LoadOptions o;
+  o.env = &env;
+  for (int64_t n : {0, 1}) {  // the first arena, and a later one
+    env.fail_at = env.kind_calls[test::OpFaultEnv::kAlloc] + n;
+    try {
+      load(dir.file("c.pt"), o);
+      ADD_FAILURE() << "allocation " << n << " failed but the load did not";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kIO) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind(dir.file("c.pt") + ": ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("storages: allocate failed: Cannot allocate memory"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_GE(env.kind_calls[test::OpFaultEnv::kAlloc], 2);  // loads take their memory through the Env
+  EXPECT_NO_THROW(load(dir.file("c.pt"), o));
+}
+
+// pwrite/pread/read that do as little as POSIX allows: interrupted every third call, and short
+// the rest of the time (by whole blocks on O_DIRECT descriptors, as devices are).
+struct StingyCalls {
+  io::PosixCalls saved = io::posix_calls();
+  static inline std::atomic<int> calls{0};
+  static size_t stingy(int fd, size_t n) {
+    if (fcntl(fd, F_GETFL) & O_DIRECT) return n > 4096 ? n / 2 / 4096 * 4096 : n;
+    return std::min<size_t>(n, 777);
+  }
+  static bool interrupt() {
+    if (calls++ % 3 != 0) return false;
+    errno = EINTR;
+    return true;
+  }
+  StingyCalls() {
+    auto& c = io::posix_calls();
+    c.pwrite = [](int fd, const void* b, size_t n, off_t o) -> ssize_t {
+      return interrupt() ? -1 : ::pwrite(fd, b, stingy(fd, n), o);
+    };
+    c.pread = [](int fd, void* b, size_t n, off_t o) -> ssize_t {
+      return interrupt() ? -1 : ::pread(fd, b, stingy(fd, n), o);
+    };
+    c.read = [](int fd, void* b, size_t n) -> ssize_t { return interrupt() ? -1 : ::read(fd, b, std::min<size_t>(n, 5)); };
+  }
+  ~StingyCalls() { io::posix_calls() = saved; }
+};
+
+TEST(Archive, ShortAndInterruptedReadsAndWritesChangeNothing) {
+  TempDir plain, dir;
+  Value v = sample_checkpoint(300000);
+  save(v, plain.file("c.pt"));
+  {
+    StingyCalls stingy;
+    save(v, dir.file("c.pt"));
+    for (bool mmap : {false, true}) {
+      LoadOptions o;
+      o.mmap = mmap;
+      std::string why;
+      EXPECT_TRUE(test::deep_equal(v, load(dir.file("c.pt"), o), &why)) << why;
+    }
+    EXPECT_NO_THROW(verify(dir.file("c.pt")));
+    EXPECT_TRUE(io::Env::Default()->read_file(plain.file("c.pt")) == test::read_file(plain.file("c.pt")));
+    EXPECT_GT(StingyCalls::calls.load(), 100);
+  }
+  EXPECT_TRUE(test::read_file(dir.file("c.pt")) == test::read_file(plain.file("c.pt"))) << "the bytes differ";
+}
+
+TEST(Archive, AWriteThatTakesNoBytesFailsInsteadOfSpinning) {
+  TempDir dir;
+  save(sample_checkpoint(10), dir.file("c.pt"));
+  std::string old = test::read_file(dir.file("c.pt"));
+  io::PosixCalls saved = io::posix_calls();
+  io::posix_calls().pwrite = [](int, const void*, size_t, off_t) -> ssize_t { return 0; };
+  expect_error([&] { save(sample_checkpoint(), dir.file("c.pt")); }, ErrorKind::kIO, "the device took no bytes");
+  io::posix_calls() = saved;
+  EXPECT_EQ(test::read_file(dir.file("c.pt")), old);
+  EXPECT_EQ(files_in(dir.path()), 1u);
 }
 
 TEST(Archive, FullDiskLeavesTheOldFileIntact) {

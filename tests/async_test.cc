@@ -6,6 +6,7 @@
 #include <future>
 #include <thread>
 
+#include "fault_env.h"
 #include "io/env.h"
 #include "test_util.h"
 
@@ -108,6 +109,23 @@ void check_in_flight_bound(size_t max_in_flight) {
   saver.wait();
   for (size_t i = 0; i < max_in_flight; ++i) EXPECT_NO_THROW(verify(dir.file(std::to_string(i) + ".pt")));
   EXPECT_NO_THROW(verify(dir.file("extra.pt")));
+}
+
+TEST(AsyncSaver, NoMemoryForTheSnapshotFailsTheSaveNotTheSaver) {
+  TempDir dir;
+  test::OpFaultEnv env;
+  env.fail_kind = test::OpFaultEnv::kAlloc;
+  env.fail_at = 0;
+  SaveOptions o;
+  o.env = &env;
+  AsyncSaver saver;
+  Value v = state_with(make_storage(DType::kFloat32, 1 << 16));
+  expect_error([&] { saver.save(v, dir.file("a.pt"), o); }, ErrorKind::kIO, "a.pt: the async save's snapshot");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("a.pt")));
+  EXPECT_EQ(saver.pending(), 0u);
+  saver.save(v, dir.file("a.pt"), o);  // the next save has its memory
+  saver.wait();
+  EXPECT_NO_THROW(verify(dir.file("a.pt")));
 }
 
 TEST(AsyncSaver, SeveralInFlightWhenAskedForAndNoMore) {

@@ -91,10 +91,13 @@ namespace ckpt::test {
 // "kind path" for each call so a test can say which step failed.
 class OpFaultEnv : public io::EnvWrapper {
  public:
-  enum Op { kCreate, kWrite, kSync, kClose, kRename, kSyncDir, kRemove, kLink, kMap, kLock, kFreeSpace, kList, kRead };
+  enum Op {
+    kCreate, kWrite, kSync, kClose, kRename, kSyncDir, kRemove, kLink, kMap, kLock, kFreeSpace, kList, kRead, kAlloc,
+    kOps
+  };
   static const char* op_name(Op op) {
-    static const char* names[] = {"create", "write", "fsync", "close",      "rename", "sync-dir", "remove",
-                                  "link",   "map",   "lock",  "free-space", "list",   "read"};
+    static const char* names[] = {"create", "write", "fsync",      "close", "rename", "sync-dir", "remove",
+                                  "link",   "map",   "lock",       "free-space", "list", "read", "allocate"};
     return names[op];
   }
 
@@ -106,7 +109,7 @@ class OpFaultEnv : public io::EnvWrapper {
   uint64_t free_bytes = 0;  // when non-zero, what free_space() reports
   std::vector<std::string> trace;
   std::atomic<int64_t> calls{0};
-  int64_t kind_calls[13] = {};
+  int64_t kind_calls[kOps] = {};
 
   std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
     hit(kCreate, path);
@@ -151,6 +154,10 @@ class OpFaultEnv : public io::EnvWrapper {
   void link_file(const std::string& from, const std::string& to) override {
     hit(kLink, to);
     target()->link_file(from, to);
+  }
+  std::unique_ptr<io::MemoryRegion> allocate(size_t bytes, const std::string& what) override {
+    hit(kAlloc, what);
+    return target()->allocate(bytes, what);
   }
 
   void hit(Op op, const std::string& path) {

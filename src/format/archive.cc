@@ -4,7 +4,6 @@
 #include <iterator>
 #include <ostream>
 
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -67,14 +66,9 @@ uint64_t align_up(uint64_t x) {
 // slice. (No MADV_HUGEPAGE: with THP defrag on madvised regions, faults there stalled in page
 // compaction, 3x slower than plain pages.)
 struct RunArena {
+  std::unique_ptr<io::MemoryRegion> region;
   std::byte* base = nullptr;
-  size_t len = 0;
-  explicit RunArena(size_t n) : len(std::max<size_t>(n, 1)) {
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) fail(ErrorKind::kIO, "out of memory mapping ", len, " bytes for storages");
-    base = static_cast<std::byte*>(p);
-  }
-  ~RunArena() { ::munmap(base, len); }
+  RunArena(io::Env* env, size_t n) : region(env->allocate(n, "storages")), base(region->data()) {}
 };
 
 class ArenaSlice final : public StorageData {
@@ -168,7 +162,8 @@ uint64_t checked_nbytes(uint64_t numel, DType dtype, uint64_t file_size, const s
 class ArchiveReader {
  public:
   ArchiveReader(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report)
-      : file_(std::move(file)), options_(options), report_(report) {
+      : file_(std::move(file)), options_(options), env_(options.env ? options.env : io::Env::Default()),
+        report_(report) {
     limits_.max_depth = options.max_depth;
     limits_.max_objects = options.max_objects;
   }
@@ -191,6 +186,7 @@ class ArchiveReader {
  private:
   std::shared_ptr<io::MappedFile> file_;
   const LoadOptions& options_;
+  io::Env* env_;  // the arenas' memory
   VerifyReport* report_;
   pickle::Limits limits_;
   std::map<std::string, PendingStorage> storages_;
@@ -290,7 +286,7 @@ class ArchiveReader {
         } else if (e->method == 0 && !big_endian && nbytes >= kOwnMapping) {
           auto slice = std::make_shared<ArenaSlice>(info.dtype, static_cast<size_t>(nbytes));
           const uint64_t head = e->data_offset % kBlock;
-          slice->place(std::make_shared<RunArena>(static_cast<size_t>(align_up(head + nbytes + kBlock))), head);
+          slice->place(std::make_shared<RunArena>(env_, static_cast<size_t>(align_up(head + nbytes + kBlock))), head);
           ps.storage = std::move(slice);
           zip_fill_.push_back({&ps, e});
         } else if (e->method == 0 && !big_endian) {
@@ -365,7 +361,7 @@ class ArchiveReader {
     auto flush_group = [&] {
       if (!group.parts.empty()) {
         // One arena for the run, read straight into; every record becomes a slice of it.
-        auto arena = std::make_shared<RunArena>(static_cast<size_t>(group.span_end - group.span_begin));
+        auto arena = std::make_shared<RunArena>(env_, static_cast<size_t>(group.span_end - group.span_begin));
         for (const auto& part : group.parts) {
           size_t at = static_cast<size_t>(part.job->entry->data_offset - group.span_begin);
           part.job->slice->place(arena, at);

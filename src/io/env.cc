@@ -16,9 +16,16 @@
 #include <mutex>
 #include <vector>
 
+#include "io/posix_calls.h"
 #include "util/errors.h"
 
 namespace ckpt::io {
+
+PosixCalls& posix_calls() {
+  static PosixCalls calls{::pwrite, ::pread, ::read};
+  return calls;
+}
+
 namespace {
 
 [[noreturn]] void fail_errno(const std::string& what, const std::string& path, int err) {
@@ -44,11 +51,12 @@ class PosixWritableFile final : public WritableFile {
   void write_at(uint64_t offset, const void* data, size_t n) override {
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
-      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+      ssize_t w = posix_calls().pwrite(fd_, p, n, static_cast<off_t>(offset));
       if (w < 0) {
         if (errno == EINTR) continue;
         fail_errno("write failed", path_, errno);
       }
+      if (w == 0) fail(ErrorKind::kIO, path_, ": write failed: the device took no bytes at offset ", offset);
       p += w;
       n -= static_cast<size_t>(w);
       offset += static_cast<uint64_t>(w);
@@ -101,7 +109,7 @@ class PosixMappedFile final : public MappedFile {
   void read_at(uint64_t offset, void* dst, size_t n) const override {
     char* p = static_cast<char*>(dst);
     while (n > 0) {
-      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+      ssize_t r = posix_calls().pread(fd_, p, n, static_cast<off_t>(offset));
       if (r < 0) {
         if (errno == EINTR) continue;
         fail_errno("read failed", path_, errno);
@@ -135,7 +143,7 @@ class PosixMappedFile final : public MappedFile {
     char* p = static_cast<char*>(dst);
     uint64_t end = std::min<uint64_t>(offset + n, size_);
     while (offset < end) {
-      ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+      ssize_t r = posix_calls().pread(fd, p, n, static_cast<off_t>(offset));
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EINVAL) return read_at(offset, p, static_cast<size_t>(end - offset));  // not for this fs
@@ -354,7 +362,7 @@ std::string Env::read_file(const std::string& path) {
   std::string out;
   char buf[65536];
   for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
+    ssize_t r = posix_calls().read(fd, buf, sizeof buf);
     if (r < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -374,6 +382,27 @@ void Env::link_file(const std::string& from, const std::string& to) {
   if (err == EPERM || err == EXDEV || err == EOPNOTSUPP || err == EMLINK)
     fail(ErrorKind::kUnsupported, from, ": cannot hard-link to '", to, "': ", std::strerror(err));
   fail_errno("cannot hard-link to '" + to + "'", from, err);
+}
+
+namespace {
+class AnonymousRegion final : public MemoryRegion {
+ public:
+  AnonymousRegion(std::byte* base, size_t size) : base_(base), size_(size) {}
+  ~AnonymousRegion() override { ::munmap(base_, size_); }
+  std::byte* data() const override { return base_; }
+  size_t size() const override { return size_; }
+
+ private:
+  std::byte* base_;
+  size_t size_;
+};
+}  // namespace
+
+std::unique_ptr<MemoryRegion> Env::allocate(size_t bytes, const std::string& what) {
+  bytes = std::max<size_t>(bytes, 1);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) fail(ErrorKind::kIO, "out of memory mapping ", bytes, " bytes for ", what);
+  return std::make_unique<AnonymousRegion>(static_cast<std::byte*>(p), bytes);
 }
 
 bool is_temp_name_for(const std::string& name, const std::string& final_name) {

@@ -1,5 +1,6 @@
-// The file layer. Every OS call ckpt makes goes through an Env, so tests can swap in one that
-// fails writes, fsyncs or renames at a chosen point (see tests/fault_env.h).
+// The file layer. Every OS effect ckpt has — files, directories, links, locks, free space, the
+// anonymous memory it reads into — goes through an Env, so tests can swap in one that fails any
+// call at a chosen point (tests/fault_env.h) or simulates a crash (tests/crash_env.h).
 #pragma once
 
 #include <cstddef>
@@ -56,6 +57,15 @@ class FileLock {
   virtual ~FileLock() = default;
 };
 
+// Anonymous memory ckpt fills itself: the arenas eager loads read records into, the snapshot
+// buffers of async saves. Zero-filled, page-aligned, reserved lazily; released by the destructor.
+class MemoryRegion {
+ public:
+  virtual ~MemoryRegion() = default;
+  virtual std::byte* data() const = 0;
+  virtual size_t size() const = 0;
+};
+
 struct DirEntry {
   std::string name;
   bool is_file = false;  // a regular file (not a directory, link or device)
@@ -93,6 +103,9 @@ class Env {
   // A second name for an existing file (hard link); `to` must not exist. Throws kUnsupported
   // when the filesystem has no hard links.
   virtual void link_file(const std::string& from, const std::string& to);
+  // `bytes` (at least 1) of anonymous memory (mmap). Throws kIO "out of memory ... for `what`"
+  // when the system refuses.
+  virtual std::unique_ptr<MemoryRegion> allocate(size_t bytes, const std::string& what);
 };
 
 // Wraps another Env and forwards every call: fault-injecting test Envs derive from it and
@@ -118,6 +131,9 @@ class EnvWrapper : public Env {
   uint64_t file_size(const std::string& path) override { return target_->file_size(path); }
   std::string read_file(const std::string& path) override { return target_->read_file(path); }
   void link_file(const std::string& from, const std::string& to) override { target_->link_file(from, to); }
+  std::unique_ptr<MemoryRegion> allocate(size_t bytes, const std::string& what) override {
+    return target_->allocate(bytes, what);
+  }
 
  private:
   Env* target_;

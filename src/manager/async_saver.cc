@@ -1,6 +1,5 @@
 #include "ckpt/async.h"
 
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -22,23 +21,20 @@ namespace ckpt {
 
 namespace {
 
-// One contiguous anonymous mapping, kept across saves so its pages are already faulted in.
+// One contiguous anonymous mapping (from the save's Env), kept across saves so its pages are
+// already faulted in.
 struct Arena {
+  std::unique_ptr<io::MemoryRegion> region;
   std::byte* base = nullptr;
   uint64_t capacity = 0;
-  ~Arena() {
-    if (base) ::munmap(base, capacity);
-  }
-  void reserve(uint64_t bytes) {
+  void reserve(io::Env* env, uint64_t bytes) {
     if (bytes <= capacity) return;
-    if (base) ::munmap(base, capacity);
+    region.reset();
     base = nullptr;
     capacity = 0;
-    uint64_t size = std::max<uint64_t>(bytes, 4096);
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) fail(ErrorKind::kIO, "async save: cannot map ", size, " bytes for the snapshot");
-    base = static_cast<std::byte*>(p);
-    capacity = size;
+    region = env->allocate(static_cast<size_t>(std::max<uint64_t>(bytes, 4096)), "the async save's snapshot");
+    base = region->data();
+    capacity = region->size();
   }
 };
 
@@ -116,7 +112,7 @@ struct AsyncSaver::Impl {
   std::thread worker_;
 
   void run();
-  std::shared_ptr<Arena> take_arena(uint64_t bytes);
+  std::shared_ptr<Arena> take_arena(io::Env* env, uint64_t bytes);
 };
 
 AsyncSaver::AsyncSaver(size_t max_in_flight) : impl_(std::make_unique<Impl>(max_in_flight)) {}
@@ -145,7 +141,7 @@ AsyncSaver::Impl::~Impl() {
   }
 }
 
-std::shared_ptr<Arena> AsyncSaver::Impl::take_arena(uint64_t bytes) {
+std::shared_ptr<Arena> AsyncSaver::Impl::take_arena(io::Env* env, uint64_t bytes) {
   std::shared_ptr<Arena> arena;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -159,7 +155,7 @@ std::shared_ptr<Arena> AsyncSaver::Impl::take_arena(uint64_t bytes) {
     }
   }
   if (!arena) arena = std::make_shared<Arena>();
-  arena->reserve(bytes);
+  arena->reserve(env, bytes);  // on failure the arena (now empty) is dropped
   return arena;
 }
 
@@ -188,7 +184,11 @@ void AsyncSaver::Impl::save(const Value& value, const std::string& path, const S
   // Snapshot: one arena, each storage 64-byte aligned inside it.
   uint64_t total = 0;
   for (const auto& s : job->archive.storages) total += (s->nbytes() + 63) / 64 * 64;
-  job->arena = take_arena(total);
+  try {
+    job->arena = take_arena(env, total);
+  } catch (const Error& e) {
+    rethrow_naming(e, path);
+  }
   std::vector<Copy> copies;
   uint64_t off = 0;
   for (auto& s : job->archive.storages) {
