@@ -3,6 +3,7 @@
 #include "ckpt/checkpoint.h"
 #include "ckpt/manager.h"
 #include "ckpt/scheduler.h"
+#include "bridge/guard.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -323,6 +324,36 @@ TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
 }
 
 // These crashed with SIGSEGV (unchecked look-ups) or let std::out_of_range escape.
+// Found by fuzz_state: item() on a tensor of several elements threw c10::Error out of the loader.
+TEST(BadState, AStepThatIsATensorOfSeveralElementsIsAnErrorNamingIt) {
+  torch::nn::Linear model(2, 2);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.1));
+  model->forward(torch::ones({1, 2})).sum().backward();
+  adam.step();
+  Value sd = load_from_bytes(save_to_bytes(optimizer_state_dict(adam)));
+  Dict& s0 = sd["state"].dict().find(Value(0))->dict();
+  s0.set("step", Value(torch::ones({3})));
+  expect_error([&] { load_optimizer_state_dict(adam, sd); }, ErrorKind::kMismatch,
+               "'step' is a tensor of 3 elements, not one number");
+  s0.set("step", Value(-5.0));
+  expect_error([&] { load_optimizer_state_dict(adam, sd); }, ErrorKind::kMismatch, "'step' is -5");
+  s0.set("step", Value(1.0));
+  sd["param_groups"][0].dict().set("lr", Value(torch::ones({2, 2})));
+  expect_error([&] { load_optimizer_state_dict(adam, sd); }, ErrorKind::kMismatch, "'lr' is a tensor of 4 elements");
+}
+
+// Whatever LibTorch or the standard library throws inside a loader comes out as a one-line
+// ckpt::Error naming the loader; ckpt's own errors pass unchanged.
+TEST(BadState, LibTorchErrorsInALoaderBecomeOneLineCkptErrors) {
+  expect_error([] { bridge::guard_loader("load_x", [] { TORCH_CHECK(false, "bad size 3"); }); },
+               ErrorKind::kMismatch, "load_x: bad size 3");
+  expect_error([] { bridge::guard_loader("load_x", [] { (void)std::vector<int>().at(2); }); },
+               ErrorKind::kMismatch, "load_x: ");
+  expect_error([] { bridge::guard_loader("load_x", [] { fail(ErrorKind::kCorruption, "own"); }); },
+               ErrorKind::kCorruption, "own");
+  EXPECT_THROW(bridge::guard_loader("load_x", [] { throw std::bad_alloc(); }), std::bad_alloc);
+}
+
 TEST(BadState, SchedulerStateOfAnotherKindOrWithAKeyMissingIsAnErrorNotACrash) {
   torch::nn::Linear model(2, 2);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "bridge/guard.h"
 #include "util/errors.h"
 
 namespace ckpt {
@@ -87,14 +88,16 @@ Value LRScheduler::state_dict() const {
 }
 
 void LRScheduler::load_state_dict(const Value& state) {
-  load_hyperparameters(state.dict());
-  base_lrs_ = to_doubles(state["base_lrs"]);
-  last_epoch_ = state["last_epoch"].to_int();
-  step_count_ = state["_step_count"].to_int();
-  if (const Value* v = state.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
-  if (base_lrs_.size() != optimizer_.param_groups().size())
-    fail(ErrorKind::kMismatch, "scheduler state has ", base_lrs_.size(), " base_lrs but the optimizer has ",
-         optimizer_.param_groups().size(), " parameter groups");
+  bridge::guard_loader("scheduler load_state_dict", [&] {
+    load_hyperparameters(state.dict());
+    base_lrs_ = to_doubles(state["base_lrs"]);
+    last_epoch_ = state["last_epoch"].to_int();
+    step_count_ = state["_step_count"].to_int();
+    if (const Value* v = state.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+    if (base_lrs_.size() != optimizer_.param_groups().size())
+      fail(ErrorKind::kMismatch, "scheduler state has ", base_lrs_.size(), " base_lrs but the optimizer has ",
+           optimizer_.param_groups().size(), " parameter groups");
+  });
 }
 
 GroupExtras LRScheduler::group_extras() const {
@@ -411,23 +414,25 @@ GroupExtras OneCycleLR::group_extras() const {
 }
 
 void OneCycleLR::load_group_extras(const Value& param_groups) {
-  if (!param_groups.is_list() && !param_groups.is_tuple()) return;
-  const auto& groups = param_groups.items();
-  if (groups.size() != initial_lr_.size())
-    fail(ErrorKind::kMismatch, "OneCycleLR: the optimizer state has ", groups.size(),
-         " parameter groups, the scheduler ", initial_lr_.size());
-  auto take = [&](std::vector<double>& into, const char* key) {
-    for (size_t i = 0; i < groups.size(); ++i)
-      if (groups[i].is_dict())
-        if (const Value* v = groups[i].dict().find(key)) into[i] = v->to_double();
-  };
-  take(initial_lr_, "initial_lr");
-  take(max_lr_, "max_lr");
-  take(min_lr_, "min_lr");
-  if (cycle_momentum_) {
-    take(max_momentum_, "max_momentum");
-    take(base_momentum_, "base_momentum");
-  }
+  bridge::guard_loader("OneCycleLR: the restored param_groups", [&] {
+    if (!param_groups.is_list() && !param_groups.is_tuple()) return;
+    const auto& groups = param_groups.items();
+    if (groups.size() != initial_lr_.size())
+      fail(ErrorKind::kMismatch, "OneCycleLR: the optimizer state has ", groups.size(),
+           " parameter groups, the scheduler ", initial_lr_.size());
+    auto take = [&](std::vector<double>& into, const char* key) {
+      for (size_t i = 0; i < groups.size(); ++i)
+        if (groups[i].is_dict())
+          if (const Value* v = groups[i].dict().find(key)) into[i] = v->to_double();
+    };
+    take(initial_lr_, "initial_lr");
+    take(max_lr_, "max_lr");
+    take(min_lr_, "min_lr");
+    if (cycle_momentum_) {
+      take(max_momentum_, "max_momentum");
+      take(base_momentum_, "base_momentum");
+    }
+  });
 }
 
 // --- ReduceLROnPlateau ---------------------------------------------------------------------------
@@ -504,16 +509,20 @@ void ReduceLROnPlateau::step() {
 }
 
 void ReduceLROnPlateau::load_state_dict(const Value& s) {
-  o_.factor(s["factor"].to_double()).patience(s["patience"].to_int()).cooldown(s["cooldown"].to_int());
-  o_.mode(s["mode"].to_string()).threshold(s["threshold"].to_double()).threshold_mode(s["threshold_mode"].to_string());
-  o_.eps(s["eps"].to_double());
-  min_lrs_ = to_doubles(s["min_lrs"]);
-  cooldown_counter_ = s["cooldown_counter"].to_int();
-  best_ = s["best"].to_double();
-  num_bad_epochs_ = s["num_bad_epochs"].to_int();
-  mode_worse_ = s["mode_worse"].to_double();
-  last_epoch_ = s["last_epoch"].to_int();
-  if (const Value* v = s.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+  bridge::guard_loader("ReduceLROnPlateau.load_state_dict", [&] {
+    o_.factor(s["factor"].to_double()).patience(s["patience"].to_int()).cooldown(s["cooldown"].to_int());
+    o_.mode(s["mode"].to_string())
+        .threshold(s["threshold"].to_double())
+        .threshold_mode(s["threshold_mode"].to_string());
+    o_.eps(s["eps"].to_double());
+    min_lrs_ = to_doubles(s["min_lrs"]);
+    cooldown_counter_ = s["cooldown_counter"].to_int();
+    best_ = s["best"].to_double();
+    num_bad_epochs_ = s["num_bad_epochs"].to_int();
+    mode_worse_ = s["mode_worse"].to_double();
+    last_epoch_ = s["last_epoch"].to_int();
+    if (const Value* v = s.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+  });
 }
 
 }  // namespace ckpt

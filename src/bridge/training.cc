@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 
+#include "bridge/guard.h"
 #include "ckpt/tensor.h"
 #include "util/errors.h"
 #include "util/text.h"
@@ -143,54 +144,59 @@ Value state_dict(const torch::nn::Module& module) {
 }
 
 LoadStateDictResult load_state_dict(torch::nn::Module& module, const Value& sd, bool strict) {
-  if (!sd.is_dict()) fail(ErrorKind::kMismatch, "load_state_dict: expected a dict of tensors but got ", sd.kind_name());
-  std::vector<std::pair<std::string, at::Tensor>> live;
-  Dict unused_out, unused_meta;
-  collect(module, "", unused_out, unused_meta, &live);
+  return bridge::guard_loader("load_state_dict", [&] {
+    if (!sd.is_dict())
+      fail(ErrorKind::kMismatch, "load_state_dict: expected a dict of tensors but got ", sd.kind_name());
+    std::vector<std::pair<std::string, at::Tensor>> live;
+    Dict unused_out, unused_meta;
+    collect(module, "", unused_out, unused_meta, &live);
 
-  LoadStateDictResult r;
-  std::set<std::string> expected;
-  for (const auto& [name, _] : live) expected.insert(name);
-  for (const auto& [k, v] : sd.dict()) {
-    std::string key = k.is_string() ? k.to_string() : short_repr(k);
-    if (!k.is_string() || !expected.count(key)) r.unexpected_keys.push_back(key);
-  }
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
-  for (const auto& [name, target] : live) {
-    const Value* v = sd.dict().find(name);
-    if (v == nullptr) {
-      r.missing_keys.push_back(name);
-      continue;
+    LoadStateDictResult r;
+    std::set<std::string> expected;
+    for (const auto& [name, _] : live) expected.insert(name);
+    for (const auto& [k, v] : sd.dict()) {
+      std::string key = k.is_string() ? k.to_string() : short_repr(k);
+      if (!k.is_string() || !expected.count(key)) r.unexpected_keys.push_back(key);
     }
-    if (!v->is_tensor()) {
-      r.mismatched.push_back(str_cat(name, ": checkpoint has ", v->kind_name(), ", not a tensor"));
-      continue;
+    std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+    for (const auto& [name, target] : live) {
+      const Value* v = sd.dict().find(name);
+      if (v == nullptr) {
+        r.missing_keys.push_back(name);
+        continue;
+      }
+      if (!v->is_tensor()) {
+        r.mismatched.push_back(str_cat(name, ": checkpoint has ", v->kind_name(), ", not a tensor"));
+        continue;
+      }
+      const TensorRef& t = v->tensor();
+      if (at::IntArrayRef(t.sizes) != target.sizes() || to_scalar_type(t.dtype) != target.scalar_type()) {
+        r.mismatched.push_back(str_cat(name, ": checkpoint ", dtype_name(t.dtype), " ", shape_str(t.sizes),
+                                       " vs model ", torch_dtype_name(target.scalar_type()), " ",
+                                       shape_str(target.sizes())));
+        if (at::IntArrayRef(t.sizes) != target.sizes()) continue;  // a dtype difference is cast when not strict
+      }
+      copies.emplace_back(target, v->to_tensor());
     }
-    const TensorRef& t = v->tensor();
-    if (at::IntArrayRef(t.sizes) != target.sizes() || to_scalar_type(t.dtype) != target.scalar_type()) {
-      r.mismatched.push_back(str_cat(name, ": checkpoint ", dtype_name(t.dtype), " ", shape_str(t.sizes), " vs model ",
-                                     torch_dtype_name(target.scalar_type()), " ", shape_str(target.sizes())));
-      if (at::IntArrayRef(t.sizes) != target.sizes()) continue;  // a dtype difference is cast when not strict
+    if (strict && (!r.missing_keys.empty() || !r.unexpected_keys.empty() || !r.mismatched.empty())) {
+      std::string msg = "load_state_dict:";
+      if (!r.missing_keys.empty())
+        msg += str_cat(" ", r.missing_keys.size(), " missing key(s): ", join(r.missing_keys), ";");
+      if (!r.unexpected_keys.empty())
+        msg += str_cat(" ", r.unexpected_keys.size(), " unexpected key(s): ", join(r.unexpected_keys), ";");
+      if (!r.mismatched.empty())
+        msg += str_cat(" ", r.mismatched.size(), " mismatch(es): ", join(r.mismatched, 4), ";");
+      std::string hint = load_hint(r.missing_keys, r.unexpected_keys, sd);
+      if (!hint.empty())
+        msg += " hint: " + hint;
+      else
+        msg.pop_back();
+      fail(ErrorKind::kMismatch, msg);
     }
-    copies.emplace_back(target, v->to_tensor());
-  }
-  if (strict && (!r.missing_keys.empty() || !r.unexpected_keys.empty() || !r.mismatched.empty())) {
-    std::string msg = "load_state_dict:";
-    if (!r.missing_keys.empty())
-      msg += str_cat(" ", r.missing_keys.size(), " missing key(s): ", join(r.missing_keys), ";");
-    if (!r.unexpected_keys.empty())
-      msg += str_cat(" ", r.unexpected_keys.size(), " unexpected key(s): ", join(r.unexpected_keys), ";");
-    if (!r.mismatched.empty()) msg += str_cat(" ", r.mismatched.size(), " mismatch(es): ", join(r.mismatched, 4), ";");
-    std::string hint = load_hint(r.missing_keys, r.unexpected_keys, sd);
-    if (!hint.empty())
-      msg += " hint: " + hint;
-    else
-      msg.pop_back();
-    fail(ErrorKind::kMismatch, msg);
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [target, src] : copies) target.copy_(src);
-  return r;
+    torch::NoGradGuard no_grad;
+    for (auto& [target, src] : copies) target.copy_(src);
+    return r;
+  });
 }
 
 namespace {
@@ -422,11 +428,22 @@ Value param_state_dict(OptKind kind, const OptimizerParamState& ps) {
 
 // --- loading -------------------------------------------------------------------------------------
 
+// A number that Python may keep as a one-element tensor (torch 2.x's 'step', a tensor lr).
+double number(const Value& v, const char* key) {
+  if (v.is_tensor()) {
+    if (v.tensor().numel() != 1)
+      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: '", key, "' is a tensor of ", v.tensor().numel(),
+           " elements, not one number");
+    return v.to_tensor().item<double>();
+  }
+  if (!v.is_int() && !v.is_float())
+    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: '", key, "' is ", v.kind_name(), ", not a number");
+  return v.to_double();
+}
 double num(const Dict& g, const char* key, double fallback) {
   const Value* v = g.find(key);
   if (v == nullptr || v->is_none()) return fallback;
-  if (v->is_tensor()) return v->to_tensor().item<double>();
-  return v->to_double();
+  return number(*v, key);
 }
 bool flag(const Dict& g, const char* key, bool fallback) {
   const Value* v = g.find(key);
@@ -441,7 +458,8 @@ void refuse_true(const Dict& g, const char* key, OptKind kind) {
 
 int64_t step_of(const Value* v) {
   if (v == nullptr || v->is_none()) return 0;
-  double d = v->is_tensor() ? v->to_tensor().item<double>() : v->to_double();
+  double d = number(*v, "step");
+  if (!(d >= 0 && d < 9.2e18)) fail(ErrorKind::kMismatch, "load_optimizer_state_dict: 'step' is ", d);
   return static_cast<int64_t>(std::llround(d));
 }
 
@@ -614,37 +632,39 @@ Value optimizer_state_dict(const Optimizer& optimizer, const GroupExtras& extras
 }
 
 void load_optimizer_state_dict(Optimizer& optimizer, const Value& sd) {
-  OptKind kind = kind_of(optimizer);
-  if (!sd.is_dict() || !sd.contains("param_groups") || !sd.contains("state"))
-    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: expected {'state': ..., 'param_groups': ...}",
-         sd.is_dict() ? str_cat(" but the dict has ", sd.dict().size(), " other keys; ") : std::string(""),
-         sd.is_dict() && sd.dict().size() ? "first is " + short_repr(sd.dict().items()[0].first) : "");
-  const auto& saved_groups = sd["param_groups"].items();
-  auto& groups = optimizer.param_groups();
-  if (saved_groups.size() != groups.size())
-    fail(ErrorKind::kMismatch, "load_optimizer_state_dict: the checkpoint has ", saved_groups.size(),
-         " parameter groups but the ", kind_name(kind), " optimizer has ", groups.size());
-  // Python's load_state_dict maps saved ids to parameters positionally, group by group.
-  std::unordered_map<int64_t, at::Tensor> by_id;
-  for (size_t gi = 0; gi < groups.size(); ++gi) {
-    const auto& ids = saved_groups[gi]["params"].items();
-    if (ids.size() != groups[gi].params().size())
-      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: parameter group ", gi, " has ", ids.size(),
-           " parameters in the checkpoint but ", groups[gi].params().size(), " in the optimizer");
-    for (size_t j = 0; j < ids.size(); ++j) by_id[ids[j].to_int()] = groups[gi].params()[j];
-  }
-  for (size_t gi = 0; gi < groups.size(); ++gi) load_group(kind, groups[gi].options(), saved_groups[gi].dict());
-  auto& state = optimizer.state();
-  state.clear();
-  for (const auto& [k, v] : sd["state"].dict()) {
-    auto it = by_id.find(k.to_int());
-    if (it == by_id.end())
-      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state for unknown parameter ", short_repr(k));
-    if (!v.is_dict())
-      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state of parameter ", short_repr(k), " is ",
-           v.kind_name());
-    if (auto ps = load_param_state(kind, v.dict(), it->second)) state[key_of(it->second)] = std::move(ps);
-  }
+  bridge::guard_loader("load_optimizer_state_dict", [&] {
+    OptKind kind = kind_of(optimizer);
+    if (!sd.is_dict() || !sd.contains("param_groups") || !sd.contains("state"))
+      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: expected {'state': ..., 'param_groups': ...}",
+           sd.is_dict() ? str_cat(" but the dict has ", sd.dict().size(), " other keys; ") : std::string(""),
+           sd.is_dict() && sd.dict().size() ? "first is " + short_repr(sd.dict().items()[0].first) : "");
+    const auto& saved_groups = sd["param_groups"].items();
+    auto& groups = optimizer.param_groups();
+    if (saved_groups.size() != groups.size())
+      fail(ErrorKind::kMismatch, "load_optimizer_state_dict: the checkpoint has ", saved_groups.size(),
+           " parameter groups but the ", kind_name(kind), " optimizer has ", groups.size());
+    // Python's load_state_dict maps saved ids to parameters positionally, group by group.
+    std::unordered_map<int64_t, at::Tensor> by_id;
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const auto& ids = saved_groups[gi]["params"].items();
+      if (ids.size() != groups[gi].params().size())
+        fail(ErrorKind::kMismatch, "load_optimizer_state_dict: parameter group ", gi, " has ", ids.size(),
+             " parameters in the checkpoint but ", groups[gi].params().size(), " in the optimizer");
+      for (size_t j = 0; j < ids.size(); ++j) by_id[ids[j].to_int()] = groups[gi].params()[j];
+    }
+    for (size_t gi = 0; gi < groups.size(); ++gi) load_group(kind, groups[gi].options(), saved_groups[gi].dict());
+    auto& state = optimizer.state();
+    state.clear();
+    for (const auto& [k, v] : sd["state"].dict()) {
+      auto it = by_id.find(k.to_int());
+      if (it == by_id.end())
+        fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state for unknown parameter ", short_repr(k));
+      if (!v.is_dict())
+        fail(ErrorKind::kMismatch, "load_optimizer_state_dict: state of parameter ", short_repr(k), " is ",
+             v.kind_name());
+      if (auto ps = load_param_state(kind, v.dict(), it->second)) state[key_of(it->second)] = std::move(ps);
+    }
+  });
 }
 
 // --- RNG -----------------------------------------------------------------------------------------
@@ -656,13 +676,15 @@ at::Tensor get_rng_state() {
 }
 
 void set_rng_state(const at::Tensor& state) {
-  if (!state.defined() || state.scalar_type() != at::kByte || state.numel() != 5056)
-    fail(ErrorKind::kMismatch, "set_rng_state: expected a uint8 tensor of 5056 bytes (torch.get_rng_state()), got ",
-         state.defined() ? str_cat(torch_dtype_name(state.scalar_type()), " of ", state.numel(), " elements")
-                         : "undefined");
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state.contiguous());
+  bridge::guard_loader("set_rng_state", [&] {
+    if (!state.defined() || state.scalar_type() != at::kByte || state.numel() != 5056)
+      fail(ErrorKind::kMismatch, "set_rng_state: expected a uint8 tensor of 5056 bytes (torch.get_rng_state()), got ",
+           state.defined() ? str_cat(torch_dtype_name(state.scalar_type()), " of ", state.numel(), " elements")
+                           : "undefined");
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state.contiguous());
+  });
 }
 
 // --- sampler -------------------------------------------------------------------------------------
@@ -715,27 +737,29 @@ Value ResumableSampler::state_dict() const {
 }
 
 void ResumableSampler::load_state_dict(const Value& state) {
-  int64_t size = state["size"].to_int();
-  if (size != size_)
-    fail(ErrorKind::kMismatch, "ResumableSampler: the checkpoint's dataset has ", size, " samples but this one has ",
-         size_);
-  bool shuffle = state["shuffle"].to_bool();
-  auto seed = static_cast<uint64_t>(state["seed"].to_int());
-  int64_t epoch = state["epoch"].to_int();
-  int64_t index = state["index"].to_int();
-  at::Tensor order = state["order"].to_tensor();
-  if (order.scalar_type() != at::kLong || order.numel() != size_)
-    fail(ErrorKind::kMismatch, "ResumableSampler: saved order has ", order.numel(), " entries, expected ", size_);
-  if (index < 0 || index > size_)
-    fail(ErrorKind::kCorruption, "ResumableSampler: position ", index, " outside [0, ", size_, "]");
-  order = order.contiguous();
-  auto copy = make_storage(DType::kInt64, static_cast<size_t>(size_) * sizeof(int64_t));
-  if (size_ > 0) std::memcpy(copy->data(), order.data_ptr<int64_t>(), copy->nbytes());
-  shuffle_ = shuffle;
-  seed_ = seed;
-  epoch_ = epoch;
-  index_ = index;
-  order_ = std::move(copy);
+  bridge::guard_loader("ResumableSampler.load_state_dict", [&] {
+    int64_t size = state["size"].to_int();
+    if (size != size_)
+      fail(ErrorKind::kMismatch, "ResumableSampler: the checkpoint's dataset has ", size, " samples but this one has ",
+           size_);
+    bool shuffle = state["shuffle"].to_bool();
+    auto seed = static_cast<uint64_t>(state["seed"].to_int());
+    int64_t epoch = state["epoch"].to_int();
+    int64_t index = state["index"].to_int();
+    at::Tensor order = state["order"].to_tensor();
+    if (order.scalar_type() != at::kLong || order.numel() != size_)
+      fail(ErrorKind::kMismatch, "ResumableSampler: saved order has ", order.numel(), " entries, expected ", size_);
+    if (index < 0 || index > size_)
+      fail(ErrorKind::kCorruption, "ResumableSampler: position ", index, " outside [0, ", size_, "]");
+    order = order.contiguous();
+    auto copy = make_storage(DType::kInt64, static_cast<size_t>(size_) * sizeof(int64_t));
+    if (size_ > 0) std::memcpy(copy->data(), order.data_ptr<int64_t>(), copy->nbytes());
+    shuffle_ = shuffle;
+    seed_ = seed;
+    epoch_ = epoch;
+    index_ = index;
+    order_ = std::move(copy);
+  });
 }
 
 }  // namespace ckpt
