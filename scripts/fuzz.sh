@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets under ASan + UBSan and runs each for a bounded time on a seed
-# corpus made from real PyTorch files. Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
+# Builds the libFuzzer targets under ASan + UBSan and runs each for a bounded time:
+#   fuzz_pickle, fuzz_zip, fuzz_archive   the parsers, seeded from real PyTorch files;
+#   fuzz_state                            mutated state dicts into every LibTorch loader.
+# First each target replays its regression inputs (fuzz/regressions/TARGET/: every crash ever
+# found, kept in the repository), then it fuzzes. Appends one line per target to
+# $CKPT_FUZZ_STATS when set (target, seconds, executions), for RELIABILITY.md.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-${CKPT_FUZZ_SECONDS:-30}}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(pickle zip archive state)
 build=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCKPT_BUILD_FUZZERS=ON -DCKPT_BUILD_TORCH=OFF -DCKPT_BUILD_TESTS=OFF -DCKPT_BUILD_BENCH=OFF \
+  -DCKPT_BUILD_FUZZERS=ON -DCKPT_BUILD_TORCH=ON -DCKPT_BUILD_TESTS=OFF -DCKPT_BUILD_BENCH=OFF \
+  -DCKPT_BUILD_TOOLS=OFF -DCKPT_BUILD_PYTHON=OFF -DCKPT_INSTALL=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
-cmake --build "$build" --target fuzz_pickle fuzz_zip fuzz_archive
+cmake --build "$build" --target "${targets[@]/#/fuzz_}"
 
-# Seeds: the shared PyTorch files, and their data.pkl records for the pickle fuzzer.
+# Seeds: the PyTorch files, and their data.pkl records for the pickle fuzzer.
 corpus="$build/corpus"
-rm -rf "$corpus" && mkdir -p "$corpus/archive" "$corpus/pickle"
+rm -rf "$corpus" && mkdir -p "$corpus/archive" "$corpus/pickle" "$corpus/state"
 testdata=${CKPT_TESTDATA:-tests/data/pytorch}
 find "$testdata" -name '*.pt' -size -64k -exec cp {} "$corpus/archive/" \; 2>/dev/null || true
 /usr/bin/python3 - "$corpus" <<'PY'
@@ -26,20 +35,39 @@ for name in os.listdir(f"{corpus}/archive"):
                     open(f"{corpus}/pickle/{name}.pkl", "wb").write(z.read(n))
     except zipfile.BadZipFile:
         open(f"{corpus}/pickle/{name}", "wb").write(open(f"{corpus}/archive/{name}", "rb").read())
+# fuzz_state: random seeds; the fuzzer reads its choices (target, source, mutations) from them.
+for t in range(32):
+    open(f"{corpus}/state/seed-{t:02d}", "wb").write(bytes([t]) + os.urandom(64))
 PY
 
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
-for t in pickle zip archive; do
-  seeds="$corpus/archive"; [ "$t" = pickle ] && seeds="$corpus/pickle"
+for t in "${targets[@]}"; do
+  case "$t" in
+    pickle) seeds="$corpus/pickle" ;;
+    state) seeds="$corpus/state" ;;
+    *) seeds="$corpus/archive" ;;
+  esac
+  bin="$build/fuzz/fuzz_$t"
+  regressions="fuzz/regressions/$t"
+  if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
+    echo "== fuzz_$t: $(ls "$regressions" | wc -l) regression inputs"
+    if ! "$bin" -runs=1 "$regressions"/* >"$build/fuzz_$t.regressions.log" 2>&1; then
+      echo "fuzz_$t FAILED on a regression input:"; tail -40 "$build/fuzz_$t.regressions.log"; status=1
+      continue
+    fi
+  fi
   mkdir -p "$corpus/$t-work"
   echo "== fuzz_$t for ${seconds}s"
-  if ! "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-      -print_final_stats=1 "$corpus/$t-work" "$seeds" 2>"$build/fuzz_$t.log"; then
-    echo "fuzz_$t FAILED:"; tail -50 "$build/fuzz_$t.log"; status=1
+  if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -print_final_stats=1 -artifact_prefix="$build/crash-$t-" "$corpus/$t-work" "$seeds" 2>"$build/fuzz_$t.log"; then
+    echo "fuzz_$t FAILED (the input is $build/crash-$t-*; add it to $regressions/):"; tail -50 "$build/fuzz_$t.log"
+    status=1
   else
-    grep -E "stat::number_of_executed_units|Done" "$build/fuzz_$t.log" | tail -2
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$build/fuzz_$t.log" | tail -1)
+    echo "fuzz_$t: ${execs:-?} executions in ${seconds}s, no crash"
+    [ -z "${CKPT_FUZZ_STATS:-}" ] || echo "fuzz_$t $seconds ${execs:-0}" >>"$CKPT_FUZZ_STATS"
   fi
 done
 exit $status
