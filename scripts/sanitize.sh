@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The torch-free unit tests (util, io, format, the run manager) under sanitizers, built with clang:
+#   build-asan: AddressSanitizer + UndefinedBehaviorSanitizer (leaks, overflows, UB), every test;
+#   build-tsan: ThreadSanitizer, the same tests (async saves, parallel reads and writes,
+#               background commits, the lock, the walks are the threaded ones).
+# Any report fails the test: -fno-sanitize-recover=all, halt_on_error.
+# Usage: scripts/sanitize.sh [asan|tsan]...   (both by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kinds=("$@")
+[ ${#kinds[@]} -gt 0 ] || kinds=(asan tsan)
+
+configure() {  # build dir, sanitizer flags
+  CC=clang CXX=clang++ cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCKPT_BUILD_TORCH=OFF -DCKPT_BUILD_TOOLS=OFF -DCKPT_BUILD_BENCH=OFF -DCKPT_BUILD_PYTHON=OFF \
+    -DCKPT_INSTALL=OFF -DCKPT_BUILD_TESTS=ON \
+    -DCMAKE_CXX_FLAGS="$2 -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+    -DCMAKE_EXE_LINKER_FLAGS="$2" >/dev/null
+  cmake --build "$1" --target ckpt_format_tests ckpt_manager_tests
+}
+
+# The tests that measure resident memory compare against a plain allocator; under a sanitizer's
+# allocator (quarantine, shadow memory) the figure means something else.
+memory_tests='*ResidentMemory*'
+status=0
+for kind in "${kinds[@]}"; do
+  case "$kind" in
+    asan)
+      configure build-asan "-fsanitize=address,undefined"
+      export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1
+      export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+      filter="-$memory_tests"
+      ;;
+    tsan)
+      configure build-tsan "-fsanitize=thread"
+      export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+      filter="-$memory_tests"
+      ;;
+    *) echo "usage: scripts/sanitize.sh [asan|tsan]..." >&2; exit 2 ;;
+  esac
+  for t in ckpt_format_tests ckpt_manager_tests; do
+    echo "== $kind: $t"
+    if ! "build-$kind/tests/$t" --gtest_filter="$filter" --gtest_brief=1 >"build-$kind/$t.log" 2>&1; then
+      echo "$kind: $t FAILED:"; tail -60 "build-$kind/$t.log"; status=1
+    else
+      grep -a "^\[  PASSED  \]" "build-$kind/$t.log" | sed "s/^/$kind $t: /"
+    fi
+  done
+done
+exit $status
