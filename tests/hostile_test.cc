@@ -271,6 +271,37 @@ TEST(Hostile, AllowlistedNamesUsedInUnexpectedWaysAreRefused) {
                  ErrorKind::kUnsafe, "persistent id of kind 'module'");
 }
 
+// TorchScript archives (constants.pkl present) are read as object trees, never run; a torch.save
+// archive may not name a TorchScript class at all.
+std::string script_archive(const std::string& pickle) {
+  return build_zip({{"archive/data.pkl", pickle}, {"archive/constants.pkl", Pickle().op(")").done()},
+                    {"archive/version", "3\n"}})
+      .bytes;
+}
+
+TEST(Hostile, TorchScriptObjectsAreReadAsDataOrRefused) {
+  Pickle obj = Pickle().global("__torch__", "Module").op(")").op("\x81");  // Module.__new__()
+  expect_refused("script-in-torch-save", archive(Pickle(obj).op("}").op("b").done()), ErrorKind::kUnsafe,
+                 "global '__torch__.Module' is not allowed");
+  // A custom __setstate__ (a non-dict state) would need the archive's code to run.
+  expect_refused("script-setstate", script_archive(Pickle(obj).mark().i64(1).tuple().op("b").done()),
+                 ErrorKind::kUnsupported, "custom __setstate__");
+  expect_refused("script-args",
+                 script_archive(Pickle().global("__torch__", "Module").mark().i64(1).tuple().op("\x81").done()),
+                 ErrorKind::kUnsupported, "constructed with arguments");
+  // A script class called by REDUCE with a code-running global among its attributes.
+  expect_refused("script-os", script_archive(Pickle(obj).op("}").str("x").global("os", "system").op("s").op("b").done()),
+                 ErrorKind::kUnsafe, "'os.system'");
+  // An optimizer whose state names a parameter no group lists.
+  Pickle opt = Pickle(obj).op("}");
+  opt.str("state").global("__torch__", "S").op(")").op("\x81").op("}").str("0xdead").op("}").op("s").op("b").op("s");
+  opt.str("param_groups").global("__torch__", "G").op(")").op("\x81").op("}").op("b").op("s").op("b");
+  expect_refused("script-optimizer", script_archive(opt.done()), ErrorKind::kCorruption,
+                 "state for '0xdead', which no param group lists");
+  expect_refused("script-not-object", script_archive(Pickle().i64(3).done()), ErrorKind::kCorruption,
+                 "holds int, not a module");
+}
+
 // --- the pickle's own structure ---------------------------------------------------------------------
 
 TEST(Hostile, DeepNestingHugeMemoIndicesAndBombsAreRefused) {

@@ -396,3 +396,76 @@ TEST(BadState, Torch113OneCycleLRFileNamesTheClassAndTheFix) {
 
 }  // namespace
 }  // namespace ckpt
+
+namespace ckpt {
+namespace {
+
+// LibTorch's own archives (torch::save writes TorchScript) read as Python's layouts.
+TEST(TorchScript, LibTorchModuleAndOptimizerArchivesReadAsPythonStateDicts) {
+  TempDir dir;
+  torch::manual_seed(3);
+  torch::nn::Sequential net(torch::nn::Linear(4, 3), torch::nn::BatchNorm1d(3), torch::nn::Linear(3, 2));
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(0.01).amsgrad(true));
+  for (int i = 0; i < 3; ++i) {
+    adam.zero_grad();
+    net->forward(torch::randn({5, 4})).pow(2).sum().backward();
+    adam.step();
+  }
+  torch::save(net, dir.file("net.pt"));
+  torch::save(adam, dir.file("adam.pt"));
+  torch::save(torch::arange(5.0), dir.file("t.pt"));
+  torch::save(std::vector<torch::Tensor>{torch::ones({2}), torch::zeros({3})}, dir.file("tv.pt"));
+
+  // The module: its state dict, under Python's names and in Python's order, bit for bit.
+  Value sd = load(dir.file("net.pt"));
+  Value expected = state_dict(*net);
+  ASSERT_EQ(sd.size(), expected.size());
+  for (size_t i = 0; i < sd.size(); ++i) {
+    const auto& [k, v] = sd.dict().items()[i];
+    EXPECT_EQ(k.to_string(), expected.dict().items()[i].first.to_string());
+    EXPECT_TRUE(v.to_tensor().equal(expected.dict().items()[i].second.to_tensor())) << k.to_string();
+    EXPECT_FALSE(v.tensor().requires_grad) << k.to_string();
+  }
+  torch::nn::Sequential fresh(torch::nn::Linear(4, 3), torch::nn::BatchNorm1d(3), torch::nn::Linear(3, 2));
+  load_state_dict(*fresh, sd);  // strict
+
+  // The optimizer: Python's layout, which ckpt's own loader (and Python's) takes.
+  Value osd = load(dir.file("adam.pt"));
+  ASSERT_EQ(osd["param_groups"].size(), 1u);
+  EXPECT_EQ(osd["param_groups"][0]["lr"].to_double(), 0.01);
+  EXPECT_TRUE(osd["param_groups"][0]["amsgrad"].to_bool());
+  EXPECT_EQ(osd["param_groups"][0]["params"].size(), net->parameters().size());
+  torch::optim::Adam adam2(fresh->parameters(), torch::optim::AdamOptions(0.5));
+  load_optimizer_state_dict(adam2, osd);
+  Value a = optimizer_state_dict(adam), b = optimizer_state_dict(adam2);
+  for (int64_t p = 0; p < int64_t(net->parameters().size()); ++p) {
+    const Value& sa = *a["state"].dict().find(Value(p));
+    const Value& sb = *b["state"].dict().find(Value(p));
+    for (const char* key : {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+      EXPECT_TRUE(sa[key].to_tensor().equal(sb[key].to_tensor())) << "param " << p << " " << key;
+  }
+  EXPECT_EQ(b["param_groups"][0]["lr"].to_double(), 0.01);
+
+  // A tensor and a list of tensors.
+  EXPECT_TRUE(load(dir.file("t.pt")).to_tensor().equal(torch::arange(5.0)));
+  Value tv = load(dir.file("tv.pt"));
+  ASSERT_EQ(tv.size(), 2u);
+  EXPECT_TRUE(tv[1].to_tensor().equal(torch::zeros({3})));
+  EXPECT_EQ(verify(dir.file("net.pt")).format, "TorchScript zip (torch.jit.save / LibTorch torch::save)");
+}
+
+TEST(TorchScript, TheGenuineLibTorchFilesRead) {
+  const std::string d = std::string(CKPT_TESTDATA) + "/libtorch-1.13/";
+  Value net = load(d + "net_cpp.pt");
+  EXPECT_TRUE(net.contains("bn.num_batches_tracked"));
+  EXPECT_TRUE(net.contains("seq.0.weight"));
+  Value adam = load(d + "adam_cpp.pt");
+  EXPECT_EQ(adam["state"].size(), 6u);
+  EXPECT_EQ(adam["param_groups"][0]["params"].size(), 6u);
+  EXPECT_EQ(load(d + "sgd_cpp.pt")["param_groups"][0]["params"].size(), 6u);
+  EXPECT_TRUE(load(d + "tensor_cpp.pt").is_tensor());
+  EXPECT_EQ(load(d + "tensorvec_cpp.pt").size(), 2u);
+}
+
+}  // namespace
+}  // namespace ckpt

@@ -22,6 +22,7 @@
 #include "util/crc32.h"
 #include "util/errors.h"
 #include "util/text.h"
+#include "format/torchscript.h"
 #include "format/value_access.h"
 
 namespace ckpt::format {
@@ -223,15 +224,14 @@ class ArchiveReader {
         fail(ErrorKind::kCorruption, "record '", e.name, "' is outside the archive directory '", prefix, "'");
       by_name[e.name.substr(prefix.size())] = &e;
     }
-    if (by_name.count("constants.pkl"))
-      fail(ErrorKind::kUnsupported,
-           "a TorchScript archive (torch.jit.save / LibTorch torch::save), not a torch.save checkpoint");
+    // TorchScript (torch.jit.save, LibTorch's torch::save): read as state dicts, see torchscript.h.
+    const bool script = by_name.count("constants.pkl") > 0;
     auto record = [&](const std::string& n) -> const zip::Entry* {
       auto it = by_name.find(n);
       return it == by_name.end() ? nullptr : it->second;
     };
     if (report_) {
-      report_->format = "zip (torch >= 1.6)";
+      report_->format = script ? "TorchScript zip (torch.jit.save / LibTorch torch::save)" : "zip (torch >= 1.6)";
       std::string buf;
       for (const auto& e : entries) {
         RecordReport rr{e.name, e.data_offset, e.size, e.crc32, false};
@@ -299,8 +299,26 @@ class ArchiveReader {
       });
       return storage_value(s);
     };
+    script::Classes classes;
+    if (script) {
+      limits_.script_objects = true;
+      std::string source;
+      for (const auto& [name, e] : by_name) {
+        if (name.rfind("code/", 0) != 0 || name.size() < 8 || name.compare(name.size() - 3, 3, ".py") != 0) continue;
+        zip::read_entry(file_->data(), size, *e, &source);
+        check_crc(e->name, reinterpret_cast<const std::byte*>(source.data()), source.size(), e->crc32, nullptr);
+        script::parse_classes(name.substr(5, name.size() - 8), source, &classes);
+      }
+    }
     Value root = unpickle_with_context(pkl->name, reinterpret_cast<const std::byte*>(pickle_bytes.data()),
                                        pickle_bytes.size(), load, nullptr);
+    if (script) {
+      try {
+        root = script::to_state(root, classes);
+      } catch (const Error& e) {
+        rethrow_with_context(e, pkl->name);
+      }
+    }
 
     // Fill owned storages and check CRCs: stored records in parallel, straight into place.
     progress_total_ = 0;

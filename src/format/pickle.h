@@ -24,7 +24,15 @@ struct Limits {
   size_t max_memo = size_t{1} << 22;  // memo entries
   size_t max_stack = size_t{1} << 24;
   size_t max_objects = size_t{1} << 26;  // nodes of the tree with shared nodes expanded
+  // TorchScript archives (torch.jit.save, LibTorch's torch::save): a global of a `__torch__.*`
+  // class becomes a class object; NEWOBJ of it with no arguments an instance (a kObject whose
+  // args are its attribute dict) and BUILD with a dict sets the attributes. Nothing is imported
+  // and no code of the archive runs; the archive reader turns the objects into state dicts.
+  bool script_objects = false;
 };
+
+// True for the object type of a TorchScript class or instance ("__torch__.x.Linear").
+bool is_script_type(const std::string& type);
 
 // Called for each BINPERSID with the persistent id (a tuple); returns the object it names.
 using PersistentLoad = std::function<Value(const Value& pid)>;

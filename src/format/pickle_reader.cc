@@ -637,6 +637,7 @@ class Unpickler {
   }
 
   Value make_global(const std::string& raw_module, const std::string& name) {
+    if (limits_.script_objects && is_script_type(raw_module)) return Value::object(raw_module + "." + name);
     std::string full = map_module(raw_module) + "." + name;
     if (full == "builtins.getattr" &&
         std::string_view(reinterpret_cast<const char*>(p_), size_).find("OneCycleLR") != std::string_view::npos)
@@ -709,6 +710,10 @@ class Unpickler {
       bad(ErrorKind::kCorruption, "arguments of ", callable.object_type(), " are ", args.kind_name(), ", not a tuple");
     const std::string& fn = callable.object_type();
     const auto& a = args.items();
+    if (is_script_type(fn)) {  // only made when limits_.script_objects
+      if (!a.empty()) bad(ErrorKind::kUnsupported, "TorchScript class '", fn, "' constructed with arguments");
+      return Value::object(fn, Value::new_dict());  // an instance: its attributes come with BUILD
+    }
     switch (allowed_globals().at(fn)) {
       case Global::kRebuildTensorV2:
         return rebuild_tensor(a, fn.c_str(), true);
@@ -810,6 +815,14 @@ class Unpickler {
       return;
     }
     if (target.is_tensor() && state.is_dict() && state.dict().empty()) return;  // no attributes
+    if (target.is_object() && is_script_type(target.object_type()) && target.object_args().is_dict()) {
+      if (!state.is_dict())
+        bad(ErrorKind::kUnsupported, "TorchScript object '", target.object_type(), "' with a ", state.kind_name(),
+            " state (a custom __setstate__, which would run the archive's code)");
+      Value attrs = target.object_args();  // shares the instance's attribute dict
+      for (const auto& [k, v] : state.dict()) attrs.dict().set(k, v);
+      return;
+    }
     bad(ErrorKind::kUnsafe, "BUILD on ", target.kind_name(), " (only OrderedDict attributes are allowed)");
   }
 
@@ -901,6 +914,9 @@ class Unpickler {
 };
 
 }  // namespace
+
+bool is_script_type(const std::string& type) { return type == "__torch__" || type.rfind("__torch__.", 0) == 0; }
+
 
 Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load, const Limits& limits,
                size_t* consumed) {

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 TRAIN = os.environ.get("CKPT_TRAIN", "../../build/tests/train_driver")
+CKPT = os.environ.get("CKPT_BIN", "../../build/ckpt")
 STEPS = 20
 STEPS_PER_EPOCH = 7  # 200 samples in batches of 32
 
@@ -304,6 +305,88 @@ class CrossLanguage(Workdir):
         self.assertIsInstance(sd, type(python_model().state_dict()))
         self.assertIn("1.num_batches_tracked", sd)
         self.assertEqual(sd._metadata["1"], {"version": 2})  # BatchNorm's _version
+
+
+class ScriptNet(nn.Module):
+    """A module to script (it lives in a file, which torch.jit.script needs)."""
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.seq = nn.Sequential(nn.Linear(4, 2), nn.ReLU())
+        self.register_buffer("scale", torch.full((2,), 0.5))
+
+    def forward(self, x):
+        return self.seq(self.bn(self.fc(x))) * self.scale
+
+
+class TorchScript(Workdir):
+    """LibTorch's torch::save and Python's torch.jit.save write TorchScript archives, which
+    torch.load only hands to torch.jit.load; `ckpt convert` turns them into torch.save files of
+    Python's layouts, running nothing."""
+
+    def convert(self, src):
+        dst = src[:-3] + ".converted.pt"
+        r = subprocess.run([CKPT, "convert", src, dst], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return torch.load(dst)
+
+    def test_libtorch_module_and_optimizer_load_into_python_and_train_on(self):
+        for opt_name in ("adam", "sgd", "rmsprop", "adagrad", "adamw"):
+            with self.subTest(optimizer=opt_name):
+                ck_path, prefix = self.path(f"{opt_name}.pt"), self.path(f"{opt_name}_")
+                driver("--optimizer", opt_name, "--scheduler", "none", "--steps", STEPS, "--stop-after", 10,
+                       "--checkpoint", ck_path, "--torch-save", prefix)
+                ck = torch.load(ck_path)  # the same moment, through ckpt's own TrainingState
+                # Without ckpt: torch.load hands the file to torch.jit.load, which compiles its
+                # code and returns a ScriptModule, not a state dict (for an optimizer, nothing
+                # Python's optimizer can load).
+                self.assertIsInstance(torch.load(prefix + "optim.pt"), torch.jit.ScriptModule)
+                model = python_model()
+                model.load_state_dict(self.convert(prefix + "model.pt"))  # strict
+                assert_same_state(self, ck["model_state"], model.state_dict())
+                opt = python_optimizer(opt_name, model.parameters())
+                converted = self.convert(prefix + "optim.pt")
+                opt.load_state_dict(converted)
+                saved = ck["optimizer_state"]
+                for index, st in saved["state"].items():
+                    for key, value in st.items():
+                        mine = opt.state_dict()["state"][index][key]
+                        if torch.is_tensor(value) and value.dim() > 0:
+                            self.assertTrue(torch.equal(value, mine), f"state {index}/{key}")
+                        else:
+                            self.assertEqual(float(value), float(mine), f"state {index}/{key}")
+                for key, value in saved["param_groups"][0].items():
+                    if key not in PYTHON_ONLY_KEYS and key != "params":
+                        self.assertEqual(value, opt.param_groups[0][key], f"param_groups/{key}")
+                g = torch.Generator().manual_seed(5)
+                for _ in range(5):
+                    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+                    opt.zero_grad()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    opt.step()
+                    self.assertTrue(math.isfinite(loss.item()))
+                if opt_name in ("adam", "adamw", "adagrad"):
+                    self.assertEqual(opt.state_dict()["state"][0]["step"].item(), 15.0)
+
+    def test_a_jit_saved_module_converts_to_its_state_dict(self):
+        torch.manual_seed(0)
+        net = ScriptNet()
+        net.bn.running_mean.uniform_()
+        src = self.path("scripted.pt")
+        torch.jit.save(torch.jit.script(net), src)
+        sd = self.convert(src)
+        reference = torch.jit.load(src).state_dict()
+        self.assertEqual(list(sd.keys()), list(reference.keys()))
+        self.assertEqual(list(sd.keys()), list(net.state_dict().keys()))
+        for k in sd:
+            self.assertTrue(torch.equal(sd[k], reference[k]), k)
+        fresh = ScriptNet()
+        fresh.load_state_dict(sd)  # strict, into the eager module
+        x = torch.randn(5, 3)
+        fresh.eval(), net.eval()
+        self.assertTrue(torch.equal(fresh(x), net(x)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 //   train_driver ... --stop-after 10 --checkpoint ck.pt     # save at step 10 and exit
 //   train_driver ... --resume ck.pt --out final.pt          # a new process finishes the run
 //   train_driver ... --restore ck.pt --out dump.pt          # load into fresh objects, save again
+//   train_driver ... --stop-after 10 --checkpoint ck.pt --torch-save P  # also torch::save(model)
+//                                                           # to Pmodel.pt, torch::save(optimizer) to Poptim.pt
 //   train_driver ... --lr-curve N [--resume ck.pt]          # lr and momentum after each of N more
 //                                                           # scheduler steps (from ck.pt's state)
 //   train_driver ... --run-dir RUN --save-every 3 --out final.pt   # through a CheckpointManager:
@@ -29,7 +31,7 @@
 namespace {
 
 struct Args {
-  std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore, run_dir;
+  std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore, run_dir, torch_save;
   int64_t steps = 20, stop_after = -1, lr_curve = -1;
   int64_t save_every = 0, async = 0, keep_last = 0, pad_mb = 0, step_ms = 0;
 };
@@ -68,6 +70,8 @@ Args parse(int argc, char** argv) {
       a.pad_mb = std::stoll(v);
     else if (k == "--step-ms")
       a.step_ms = std::stoll(v);
+    else if (k == "--torch-save")
+      a.torch_save = v;
     else
       throw std::runtime_error("unknown argument " + k);
   }
@@ -187,6 +191,10 @@ int main(int argc, char** argv) try {
     ++state.step;
     if (state.step == a.stop_after) {
       state.save(a.checkpoint);
+      if (!a.torch_save.empty()) {  // LibTorch's own archives of the same moment
+        torch::save(model, a.torch_save + "model.pt");
+        torch::save(*opt, a.torch_save + "optim.pt");
+      }
       return 0;
     }
     if (manager) {
