@@ -1,4 +1,5 @@
-// libFuzzer target: a whole checkpoint (zip or legacy), loaded eagerly and mapped, then saved.
+// libFuzzer target: a whole file in any format load() reads (zip, legacy, TorchScript, safetensors),
+// loaded eagerly and mapped.
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets under ASan + UBSan and runs each for a bounded time:
-#   fuzz_pickle, fuzz_zip, fuzz_archive   the parsers, seeded from real PyTorch files;
+#   fuzz_pickle, fuzz_zip, fuzz_archive   the parsers, seeded from real PyTorch files (and, for
+#                                         fuzz_archive, safetensors and TorchScript files);
 #   fuzz_state                            mutated state dicts into every LibTorch loader.
 # First each target replays its regression inputs (fuzz/regressions/TARGET/: every crash ever
 # found, kept in the repository), then it fuzzes. Appends one line per target to
@@ -35,6 +36,23 @@ for name in os.listdir(f"{corpus}/archive"):
                     open(f"{corpus}/pickle/{name}.pkl", "wb").write(z.read(n))
     except zipfile.BadZipFile:
         open(f"{corpus}/pickle/{name}", "wb").write(open(f"{corpus}/archive/{name}", "rb").read())
+# safetensors seeds for the archive fuzzer (load() picks the format by content).
+import json, struct
+def st(tensors, meta=None):
+    header, off, blob = {}, 0, b""
+    if meta:
+        header["__metadata__"] = meta
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        blob += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + blob
+open(f"{corpus}/archive/seed.safetensors", "wb").write(
+    st({"w": ("F32", [2, 2], bytes(16)), "b": ("I64", [2], bytes(16)), "m": ("BOOL", [3], b"\1\0\1")},
+       {"format": "pt"}))
+open(f"{corpus}/archive/empty.safetensors", "wb").write(st({}))
 # fuzz_state: random seeds; the fuzzer reads its choices (target, source, mutations) from them.
 for t in range(32):
     open(f"{corpus}/state/seed-{t:02d}", "wb").write(bytes([t]) + os.urandom(64))

@@ -302,6 +302,53 @@ TEST(Hostile, TorchScriptObjectsAreReadAsDataOrRefused) {
                  "holds int, not a module");
 }
 
+// --- safetensors ----------------------------------------------------------------------------------
+
+std::string safetensors_file(const std::string& header, const std::string& buffer, int64_t claimed = -1) {
+  std::string out = le64(claimed >= 0 ? uint64_t(claimed) : header.size()) + header + buffer;
+  return out;
+}
+
+TEST(Hostile, SafetensorsHeadersThatLieAreRefused) {
+  const std::string f32x2 = R"("dtype":"F32","shape":[2])";
+  auto st = [&](const std::string& entries, size_t buffer) { return safetensors_file("{" + entries + "}", std::string(buffer, '\1')); };
+  expect_refused("st-overlap", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[4,12]})", 12),
+                 ErrorKind::kCorruption, "tensor 'b': data_offsets [4, 12] overlap (the previous tensor ends at 8)");
+  expect_refused("st-hole", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[12,20]})", 20),
+                 ErrorKind::kCorruption, "tensor 'b': data_offsets [12, 20] leave a hole");
+  expect_refused("st-out-of-range", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]})", 4), ErrorKind::kCorruption,
+                 "tensor 'a' ends at byte 8 of a 4-byte buffer");
+  expect_refused("st-trailing", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]})", 16), ErrorKind::kCorruption,
+                 "the tensors end at byte 8 of the buffer but it holds 16 bytes");
+  expect_refused("st-size", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,12]})", 12), ErrorKind::kCorruption,
+                 "data_offsets span 12 bytes but float32 of that shape needs 8");
+  expect_refused("st-shape-overflow",
+                 st(R"("a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]})", 8),
+                 ErrorKind::kCorruption, "its shape overflows");
+  expect_refused("st-huge-header", safetensors_file("{}", "", 200'000'000), ErrorKind::kCorruption,
+                 "more than the format's limit of 100000000");
+  expect_refused("st-short-header", safetensors_file("{}", "", 4096), ErrorKind::kCorruption,
+                 "the header claims 4096 bytes but the file has 2");
+  expect_refused("st-bad-json", safetensors_file("{\"a\": [1, 2", ""), ErrorKind::kCorruption,
+                 "the header is not valid JSON");
+  expect_refused("st-bad-utf8", safetensors_file("{\"\xff\xfe\": 1}", ""), ErrorKind::kCorruption,
+                 "the header is not valid JSON");
+  expect_refused("st-unknown-dtype", st(R"("a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]})", 1),
+                 ErrorKind::kCorruption, "tensor 'a': unknown dtype 'Q7'");
+  expect_refused("st-uint16", st(R"("a":{"dtype":"U16","shape":[1],"data_offsets":[0,2]})", 2),
+                 ErrorKind::kUnsupported, "tensor 'a' has dtype U16, which LibTorch 1.13 does not have");
+  expect_refused("st-float8", st(R"("a":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]})", 1),
+                 ErrorKind::kUnsupported, "dtype F8_E4M3");
+  expect_refused("st-negative", st(R"("a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]})", 4),
+                 ErrorKind::kCorruption, "a dimension is not a non-negative integer");
+  expect_refused("st-offsets", st(R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0]})", 4), ErrorKind::kCorruption,
+                 "\"data_offsets\" is not two non-negative integers");
+  expect_refused("st-metadata", st(R"("__metadata__":{"k":3})", 0), ErrorKind::kCorruption,
+                 "metadata 'k' is not a string");
+  expect_refused("st-not-object", safetensors_file("{}", "") .replace(8, 2, "{]"), ErrorKind::kCorruption,
+                 "the header is not valid JSON");
+}
+
 // --- the pickle's own structure ---------------------------------------------------------------------
 
 TEST(Hostile, DeepNestingHugeMemoIndicesAndBombsAreRefused) {

@@ -71,6 +71,17 @@ struct SavedFile {
 Value load(const std::string& path, const LoadOptions& options = {});
 SavedFile save(const Value& value, const std::string& path, const SaveOptions& options = {});
 
+// Other formats load() recognises by content, not by name:
+//   - LibTorch's own torch::save files and torch.jit.save archives (TorchScript): a module as its
+//     state dict, an optimizer in Python's optimizer.state_dict() layout, a tensor (or a list of
+//     them) as itself — read without running any of their code (src/format/torchscript.h);
+//   - safetensors: an OrderedDict of tensors (plus "__metadata__", a dict of strings, when the
+//     header has one); with options.mmap the tensors view the file (src/format/safetensors.h).
+// save_safetensors() writes `value` (a dict; nested dicts and lists flattened with "." between
+// keys, other scalars carried in the metadata) as the format's reference writer lays it out,
+// published crash-safely like save(). SavedFile::content_crc is 0: the format has no checksums.
+SavedFile save_safetensors(const Value& value, const std::string& path, const SaveOptions& options = {});
+
 // The same bytes in memory or through a stream (as torch::save/torch::load take streams), for
 // checkpoints kept in databases, object stores or sent over a network. The archive is named
 // "archive" inside, as torch.save names one written to a file object. save() to a stream writes
@@ -90,7 +101,7 @@ struct RecordReport {
 };
 
 struct VerifyReport {
-  std::string format;  // "zip (torch >= 1.6)" or "legacy (torch < 1.6)"
+  std::string format;  // "zip (torch >= 1.6)", "legacy (torch < 1.6)", "TorchScript zip (...)", "safetensors"
   uint64_t file_size = 0;
   std::vector<RecordReport> records;
   size_t tensors = 0;

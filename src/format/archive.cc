@@ -22,6 +22,7 @@
 #include "util/crc32.h"
 #include "util/errors.h"
 #include "util/text.h"
+#include "format/safetensors.h"
 #include "format/torchscript.h"
 #include "format/value_access.h"
 
@@ -177,10 +178,12 @@ class ArchiveReader {
     if (size >= 4 && load_le32(p) == 0x04034b50) return read_zip();
     // Legacy files start with the pickled magic number (torch honours pickle_protocol there).
     if (size >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5) return read_legacy();
+    if (safetensors::looks_like(file_->data(), size)) return safetensors::read(file_, options_, report_);
     if (size >= 8 && std::memcmp(p, "PYTORCH1", 8) == 0) fail(ErrorKind::kUnsupported, "pre-1.0 'PYTORCH1' archive");
     std::string head;
     for (uint64_t i = 0; i < std::min<uint64_t>(size, 4); ++i) head += str_cat(i ? " " : "", hex32(p[i]).substr(8));
-    fail(ErrorKind::kCorruption, "not a PyTorch checkpoint (neither a zip archive nor a legacy pickle; starts with ",
+    fail(ErrorKind::kCorruption,
+         "not a PyTorch checkpoint (neither a zip archive, a legacy pickle nor safetensors; starts with ",
          head, ")");
   }
 
@@ -613,6 +616,11 @@ size_t count_tensors(const Value& v, std::unordered_map<const void*, bool>& seen
 
 }  // namespace
 
+std::shared_ptr<StorageData> mapped_storage(std::shared_ptr<io::MappedFile> file, uint64_t offset, size_t nbytes,
+                                            DType dtype) {
+  return std::make_shared<MappedStorage>(std::move(file), offset, nbytes, dtype);
+}
+
 Value read_archive(io::Env* env, const std::string& path, const LoadOptions& options, VerifyReport* report) {
   std::shared_ptr<io::MappedFile> file;
   try {
@@ -739,6 +747,10 @@ Value load(const std::string& path, const LoadOptions& options) {
 
 SavedFile save(const Value& value, const std::string& path, const SaveOptions& options) {
   return format::write_archive(options.env ? options.env : io::Env::Default(), value, path, options);
+}
+
+SavedFile save_safetensors(const Value& value, const std::string& path, const SaveOptions& options) {
+  return safetensors::write(options.env ? options.env : io::Env::Default(), value, path, options);
 }
 
 std::string save_to_bytes(const Value& value) {

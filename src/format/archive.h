@@ -1,4 +1,5 @@
-// The PyTorch archive layout (zip and legacy) over the io, zip and pickle layers. Internal:
+// The PyTorch archive layout (zip, legacy, TorchScript; safetensors chosen by content too) over
+// the io, zip and pickle layers. Internal:
 // the public entry points are in ckpt/serialize.h; these take an Env for fault injection.
 #pragma once
 
@@ -28,6 +29,10 @@ uint64_t estimated_size(const PreparedArchive& archive);
 void check_free_space(io::Env* env, const PreparedArchive& archive, const std::string& path);
 // The content CRC of a zip archive from its directory alone (reads no tensor data).
 uint32_t read_content_crc(io::Env* env, const std::string& path);
+
+// A storage that views [offset, offset + nbytes) of a mapped file (copy-on-write, no copy).
+std::shared_ptr<StorageData> mapped_storage(std::shared_ptr<io::MappedFile> file, uint64_t offset, size_t nbytes,
+                                            DType dtype);
 
 // The archive-name prefix PyTorch derives from a file name: "ckpt.pt" -> "ckpt".
 std::string archive_prefix(const std::string& path);

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 CKPT = os.environ.get("CKPT_BIN", "../../build/ckpt")
 ROUNDTRIP = os.environ.get("CKPT_ROUNDTRIP", "../../build/tests/ckpt_roundtrip")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "pytorch")
 
 
 def run(*args):
@@ -452,7 +453,7 @@ class Cli(Workdir):
         self.assertIn("3 CRC-32 verified", r.stdout)
 
     def test_help_and_usage_errors(self):
-        for cmd in ([], ["inspect"], ["verify"], ["convert"]):
+        for cmd in ([], ["inspect"], ["verify"], ["convert"], ["diff"]):
             r = run(CKPT, *cmd, "--help")
             self.assertEqual(r.returncode, 0, cmd)
             self.assertIn("Usage", r.stdout)
@@ -463,6 +464,238 @@ class Cli(Workdir):
         r = run(CKPT, "verify", self.path("missing.pt"))
         self.assertEqual(r.returncode, 1)
         self.assertIn("missing.pt", r.stderr)
+
+# --- safetensors and diff --------------------------------------------------------------------------
+
+# The format's dtypes, narrowest first: the reference writer lays tensors out widest first.
+ST_DTYPES = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64",
+             "I64", "U64"]
+ST_TORCH = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "F16": torch.float16,
+            "BF16": torch.bfloat16, "I32": torch.int32, "F32": torch.float32, "F64": torch.float64,
+            "I64": torch.int64}
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def parse_safetensors(path):
+    """An independent reader, from the format's description: 8-byte LE length, JSON, raw bytes."""
+    data = read_bytes(path)
+    (n,) = struct.unpack("<Q", data[:8])
+    header_bytes = data[8:8 + n]
+    header = json.loads(header_bytes, object_pairs_hook=collections.OrderedDict)
+    meta = header.pop("__metadata__", None)
+    buffer = data[8 + n:]
+    tensors = collections.OrderedDict()
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        raw = bytearray(buffer[b:e])
+        t = torch.frombuffer(raw, dtype=ST_TORCH[info["dtype"]]) if raw else torch.empty(0, dtype=ST_TORCH[info["dtype"]])
+        tensors[name] = t.reshape(info["shape"])
+    return n, header_bytes, header, meta, buffer, tensors
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """An independent writer (no reference library is packaged in Debian), in the reference's layout."""
+    inv = {v: k for k, v in ST_TORCH.items()}
+    items = sorted(tensors.items(), key=lambda kv: (-ST_DTYPES.index(inv[kv[1].dtype]), kv[0]))
+    header, offset, blobs = collections.OrderedDict(), 0, []
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, t in items:
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": inv[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def st_sample():
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    return {
+        "model": {"w": base, "w_t": base.t(), "row": base[1], "bias": torch.linspace(-1, 1, 6, dtype=torch.float64)},
+        "emb": torch.randn(5, 3).to(torch.bfloat16),
+        "half": torch.randn(7).half(),
+        "ids": torch.arange(9, dtype=torch.int64),
+        "i32": torch.arange(-3, 3, dtype=torch.int32),
+        "i16": torch.arange(4, dtype=torch.int16),
+        "i8": torch.tensor([-5, 7], dtype=torch.int8),
+        "u8": torch.tensor([0, 255], dtype=torch.uint8),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flat(v, name))
+        else:
+            out[name] = v
+    return out
+
+
+class Safetensors(Workdir):
+    def convert(self, src, dst, *extra):
+        r = run(CKPT, "convert", src, dst, *extra)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_written_files_follow_the_format_exactly(self):
+        torch.manual_seed(0)
+        obj = st_sample()
+        obj["epoch"], obj["note"] = 7, "fine-tuned"
+        torch.save(obj, self.path("s.pt"))
+        self.convert(self.path("s.pt"), self.path("s.safetensors"))
+        n, header_bytes, header, meta, buffer, tensors = parse_safetensors(self.path("s.safetensors"))
+        self.assertEqual(n % 8, 0)
+        self.assertEqual(header_bytes.rstrip(b" ") + b" " * (n - len(header_bytes.rstrip(b" "))), header_bytes)
+        self.assertTrue(header_bytes.startswith(b'{"__metadata__":'))  # metadata first, compact JSON
+        self.assertNotIn(b": ", header_bytes.rstrip(b" "))
+        self.assertEqual(meta, {"epoch": "7", "note": "fine-tuned"})
+        want = flat({k: v for k, v in obj.items() if torch.is_tensor(v) or isinstance(v, dict)})
+        self.assertEqual(set(tensors), set(want))
+        # The reference writer's order: widest dtype first, then by name; offsets tile the buffer.
+        names = list(header)
+        inv = {v: k for k, v in ST_TORCH.items()}
+        self.assertEqual(names, sorted(names, key=lambda k: (-ST_DTYPES.index(header[k]["dtype"]), k)))
+        end = 0
+        for name in names:
+            b, e = header[name]["data_offsets"]
+            self.assertEqual(b, end, name)
+            self.assertEqual(list(header[name].keys()), ["dtype", "shape", "data_offsets"])
+            self.assertEqual(header[name]["dtype"], inv[want[name].dtype])
+            end = e
+        self.assertEqual(end, len(buffer))
+        for name, t in want.items():
+            self.assertTrue(torch.equal(tensors[name], t), name)
+        # Views of one storage are each written as their own bytes.
+        self.assertEqual(header["model.w_t"]["data_offsets"][1] - header["model.w_t"]["data_offsets"][0], 24 * 4)
+        # And ckpt reads its own file, eager and mapped, to the same tensors.
+        r = run(CKPT, "verify", "--json", self.path("s.safetensors"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc["format"], doc["tensors"]), ("safetensors", len(want)))
+
+    def test_python_written_files_read_and_every_pair_of_formats_round_trips(self):
+        torch.manual_seed(1)
+        tensors = flat(st_sample())
+        write_safetensors(self.path("py.safetensors"), tensors, {"format": "pt", "source": "python"})
+        self.convert(self.path("py.safetensors"), self.path("py.pt"))
+        back = torch.load(self.path("py.pt"))
+        self.assertEqual(back["__metadata__"], {"format": "pt", "source": "python"})
+        for k, t in tensors.items():
+            self.assertTrue(torch.equal(back[k], t), k)
+            self.assertEqual(back[k].dtype, t.dtype)
+        # safetensors -> pt -> safetensors -> pt, and a LibTorch archive -> safetensors: ckpt diff
+        # finds each pair equal, and Python agrees.
+        self.convert(self.path("py.pt"), self.path("again.safetensors"))
+        self.convert(self.path("again.safetensors"), self.path("again.pt"))
+        for a, b in (("py.safetensors", "py.pt"), ("py.pt", "again.safetensors"), ("py.safetensors", "again.pt")):
+            r = run(CKPT, "diff", self.path(a), self.path(b))
+            self.assertEqual(r.returncode, 0, f"{a} vs {b}: {r.stdout}{r.stderr}")
+            self.assertIn("A and B are equal", r.stdout)
+        _, _, _, meta, _, again = parse_safetensors(self.path("again.safetensors"))
+        self.assertEqual(meta, {"format": "pt", "source": "python"})
+        for k, t in tensors.items():
+            self.assertTrue(torch.equal(again[k], t), k)
+        libtorch = os.path.join(DATA, "libtorch-1.13", "net_cpp.pt")
+        self.convert(libtorch, self.path("net.safetensors"))
+        self.convert(libtorch, self.path("net.pt"))
+        self.assertEqual(run(CKPT, "diff", self.path("net.safetensors"), self.path("net.pt")).returncode, 0)
+        sd = torch.load(self.path("net.pt"))
+        _, _, _, _, _, st = parse_safetensors(self.path("net.safetensors"))
+        self.assertEqual(set(sd), set(st))
+        for k in sd:
+            self.assertTrue(torch.equal(sd[k], st[k]), k)
+
+    def test_hostile_headers_are_refused_with_one_line(self):
+        good = self.path("good.safetensors")
+        write_safetensors(good, {"a": torch.ones(2), "b": torch.zeros(3)})
+        data = read_bytes(good)
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + n])
+        def with_header(name, h, buffer=data[8 + n:]):
+            text = json.dumps(h, separators=(",", ":")).encode()
+            write_bytes(self.path(name), struct.pack("<Q", len(text)) + text + buffer)
+            return self.path(name)
+        overlap = dict(header); overlap["b"] = dict(header["b"], data_offsets=[4, 16])
+        hole = dict(header); hole["b"] = dict(header["b"], data_offsets=[12, 24])
+        unknown = dict(header); unknown["a"] = dict(header["a"], dtype="F4")
+        cases = [
+            (with_header("overlap.safetensors", overlap), "overlap"),
+            (with_header("hole.safetensors", hole), "leave a hole"),
+            (with_header("range.safetensors", header, data[8 + n:-4]), "ends at byte"),
+            (with_header("dtype.safetensors", unknown), "unknown dtype 'F4'"),
+        ]
+        huge = self.path("huge.safetensors")
+        write_bytes(huge, struct.pack("<Q", 10 ** 9) + b"{}")
+        cases.append((huge, "more than the format's limit"))
+        badjson = self.path("badjson.safetensors")
+        write_bytes(badjson, struct.pack("<Q", 6) + b'{"a":[')
+        cases.append((badjson, "not valid JSON"))
+        for path, needle in cases:
+            with self.subTest(file=os.path.basename(path)):
+                self.assert_refused(path, needle, tools=("verify", "inspect"))
+
+
+class Diff(Workdir):
+    def test_reports_where_two_checkpoints_differ_with_exit_codes_and_json(self):
+        torch.manual_seed(2)
+        a = {"model": {"w": torch.randn(4, 5), "b": torch.zeros(5)}, "epoch": 3, "gone": 1, "d": torch.ones(2)}
+        b = {"model": {"w": a["model"]["w"].clone(), "b": torch.zeros(6)}, "epoch": 4, "new": 1,
+             "d": torch.ones(2, dtype=torch.float64)}
+        b["model"]["w"][1, 2] += 0.5
+        b["model"]["w"][3, 0] *= 1.001
+        torch.save(a, self.path("a.pt"))
+        torch.save(b, self.path("b.pt"))
+        r = run(CKPT, "diff", self.path("a.pt"), self.path("b.pt"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("only in A: gone", r.stdout)
+        self.assertIn("only in B: new", r.stdout)
+        self.assertIn("shape: model/b: float32 [5] vs float32 [6]", r.stdout)
+        self.assertIn("value: epoch: int 3 vs int 4", r.stdout)
+        self.assertIn("dtype: d: float32 [2] vs float64 [2]; 0 of 2 elements differ", r.stdout)
+        self.assertIn("tensor: model/w: 2 of 20 elements differ", r.stdout)
+        r = run(CKPT, "diff", "--json", "--rtol", "0.01", self.path("a.pt"), self.path("b.pt"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual(set(doc), {"a", "b", "equal", "rtol", "atol", "tensors_compared", "elements_compared",
+                                    "differences"})
+        self.assertFalse(doc["equal"])
+        w = [d for d in doc["differences"] if d["path"] == "model/w"][0]
+        self.assertEqual(w["kind"], "tensor")
+        self.assertEqual((w["numel"], w["differing"]), (20, 1))  # the 0.1% change is within rtol
+        diffs = (a["model"]["w"] - b["model"]["w"]).abs().double()
+        self.assertAlmostEqual(w["max_abs"], diffs.max().item(), places=6)
+        kinds = {d["path"]: d["kind"] for d in doc["differences"]}
+        self.assertEqual(kinds, {"model/w": "tensor", "model/b": "shape", "epoch": "value", "gone": "only_in_a",
+                                 "d": "dtype", "new": "only_in_b"})
+        # Equal files: exit 0; a tolerance large enough makes w equal.
+        self.assertEqual(run(CKPT, "diff", self.path("a.pt"), self.path("a.pt")).returncode, 0)
+        c = dict(a, model={"w": a["model"]["w"] + 1e-4, "b": a["model"]["b"]})
+        torch.save(c, self.path("c.pt"))
+        self.assertEqual(run(CKPT, "diff", self.path("a.pt"), self.path("c.pt")).returncode, 1)
+        self.assertEqual(run(CKPT, "diff", "--atol", "1e-3", self.path("a.pt"), self.path("c.pt")).returncode, 0)
+        # Usage errors: exit 2.
+        self.assertEqual(run(CKPT, "diff", self.path("a.pt")).returncode, 2)
+        self.assertEqual(run(CKPT, "diff", "--rtol", "-1", self.path("a.pt"), self.path("b.pt")).returncode, 2)
+        r = run(CKPT, "diff", self.path("a.pt"), self.path("missing.pt"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("missing.pt", r.stderr)
+
 
 
 if __name__ == "__main__":

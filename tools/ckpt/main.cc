@@ -1,4 +1,4 @@
-// ckpt — inspect, verify and convert PyTorch checkpoint files; list, verify and prune run
+// ckpt — inspect, verify, diff and convert checkpoint files; list, verify and prune run
 // directories.
 // Each command parses its arguments, calls one library function, prints, and maps errors to
 // exit codes: 0 success, 1 bad input or failed operation, 2 usage error.
@@ -15,7 +15,9 @@
 
 #include "ckpt/manager.h"
 #include "ckpt/serialize.h"
+#include "diff_cmd.h"
 #include "plot.h"
+#include "progress.h"
 #include "util/errors.h"
 #include "util/text.h"
 #include "format/value_access.h"
@@ -25,43 +27,8 @@ namespace {
 using ckpt::str_cat;
 using ckpt::Value;
 using ckpt::ValueAccess;
+using ckpt::cli::ProgressBar;
 using Json = nlohmann::ordered_json;
-
-// A progress bar on stderr when it is a terminal and the work is large; silent otherwise.
-class ProgressBar {
- public:
-  explicit ProgressBar(std::string label) : label_(std::move(label)), tty_(::isatty(STDERR_FILENO) == 1) {}
-  ~ProgressBar() { done(); }
-  ckpt::ProgressFn fn() {
-    if (!tty_) return nullptr;
-    return [this](uint64_t done, uint64_t total) { draw(done, total); };
-  }
-  void done() {
-    if (drawn_) std::fprintf(stderr, "\r\033[K");
-    drawn_ = false;
-  }
-
- private:
-  std::string label_;
-  bool tty_;
-  bool drawn_ = false;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_{};
-  void draw(uint64_t done, uint64_t total) {
-    if (total < (uint64_t{64} << 20)) return;  // small: over before a bar helps
-    auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const int width = 30;
-    double f = total ? double(done) / double(total) : 1.0;
-    int filled = static_cast<int>(f * width);
-    double secs = std::chrono::duration<double>(now - start_).count();
-    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s  %.0f MB/s", label_.c_str(), std::string(filled, '#').c_str(),
-                 std::string(width - filled, ' ').c_str(), static_cast<int>(f * 100), ckpt::human_bytes(done).c_str(),
-                 ckpt::human_bytes(total).c_str(), secs > 0 ? double(done) / secs / 1e6 : 0.0);
-    std::fflush(stderr);
-    drawn_ = true;
-  }
-};
 
 std::string key_text(const Value& k) {
   if (k.is_string()) return k.to_string();
@@ -325,7 +292,7 @@ int cmd_plot(const std::string& dir, std::string out) {
   return 0;
 }
 
-int cmd_verify(const std::string& file, bool quiet) {
+int cmd_verify(const std::string& file, bool quiet, bool json) {
   ckpt::LoadOptions options;
   ProgressBar bar("verifying");
   options.progress = bar.fn();
@@ -333,6 +300,20 @@ int cmd_verify(const std::string& file, bool quiet) {
   bar.done();
   size_t checked = 0;
   for (const auto& rec : r.records) checked += rec.crc_checked;
+  if (json) {
+    Json records = Json::array();
+    for (const auto& rec : r.records)
+      records.push_back(Json{{"name", rec.name},
+                             {"offset", rec.offset},
+                             {"size", rec.size},
+                             {"crc32", rec.crc_checked ? Json(ckpt::hex32(rec.crc32)) : Json(nullptr)},
+                             {"crc_checked", rec.crc_checked}});
+    Json out{{"file", file},         {"ok", true},          {"format", r.format},
+             {"file_size", r.file_size}, {"tensors", r.tensors}, {"storages", r.storages},
+             {"tensor_bytes", r.tensor_bytes}, {"records", records}};
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
   if (!quiet) {
     std::cout << file << ": OK — " << r.format << ", " << r.file_size << " bytes, " << r.records.size() << " records ("
               << checked << " CRC-32 verified";
@@ -342,14 +323,24 @@ int cmd_verify(const std::string& file, bool quiet) {
   return 0;
 }
 
-int cmd_convert(const std::string& in, const std::string& out) {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// IN in any format ckpt reads; OUT as torch.save writes it, or safetensors (by --to, else by
+// OUT's extension).
+int cmd_convert(const std::string& in, const std::string& out, std::string to) {
+  if (to.empty()) to = ends_with(out, ".safetensors") ? "safetensors" : "pt";
   ckpt::LoadOptions options;
   options.mmap = true;
   Value root = ckpt::load(in, options);
   ckpt::SaveOptions save_options;
   ProgressBar bar("writing");
   save_options.progress = bar.fn();
-  ckpt::save(root, out, save_options);
+  if (to == "safetensors")
+    ckpt::save_safetensors(root, out, save_options);
+  else
+    ckpt::save(root, out, save_options);
   return 0;
 }
 
@@ -357,7 +348,8 @@ int cmd_convert(const std::string& in, const std::string& out) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "ckpt: inspect, verify and convert PyTorch checkpoints (.pt/.pth); list, verify and prune run directories"};
+      "ckpt: inspect, verify, diff and convert checkpoints (.pt/.pth, LibTorch archives, safetensors); list, verify "
+      "and prune run directories"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ckpt 0.1.0");
 
@@ -379,7 +371,9 @@ int main(int argc, char** argv) {
   verify->add_option("FILE", file, "checkpoint file or run directory")->required();
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
   bool verify_json = false;
-  verify->add_flag("--json", verify_json, "for a run directory: one JSON array, an object per checkpoint");
+  verify->add_flag("--json", verify_json,
+                   "one JSON document: for a file its records and totals, for a run directory an array with an "
+                   "object per checkpoint");
 
   std::string dir;
   bool ls_json = false;
@@ -409,10 +403,30 @@ int main(int argc, char** argv) {
                     "keep the first checkpoint of every T minutes of the run");
   prune->add_flag("-n,--dry-run", dry_run, "print what would be deleted, delete nothing");
 
-  auto* convert =
-      app.add_subcommand("convert", "Load IN (zip or legacy format) and write OUT in PyTorch's current format");
-  convert->add_option("IN", in, "input checkpoint")->required();
+  auto* convert = app.add_subcommand(
+      "convert",
+      "Load IN (torch.save zip or legacy, LibTorch's torch::save / torch.jit.save, safetensors) and write OUT as "
+      "torch.save writes it, or as safetensors when OUT ends in .safetensors");
+  convert->add_option("IN", in, "input file")->required();
   convert->add_option("OUT", out, "output file (written crash-safely)")->required();
+  std::string convert_to;
+  convert->add_option("--to", convert_to, "output format, whatever OUT is named: pt or safetensors")
+      ->check(CLI::IsMember({"pt", "safetensors"}));
+
+  std::string diff_a, diff_b;
+  double rtol = 0, atol = 0;
+  bool diff_json = false;
+  auto* diff = app.add_subcommand(
+      "diff",
+      "Compare two checkpoints (any formats; RUNDIR, RUNDIR@latest, RUNDIR@best or RUNDIR@STEP for a run "
+      "directory's): keys only in one, kind/dtype/shape changes, and per tensor how many elements differ with the "
+      "max absolute and relative difference. Exit 0 when equal, 1 when different, 2 on a usage error");
+  diff->add_option("A", diff_a, "first checkpoint")->required();
+  diff->add_option("B", diff_b, "second checkpoint")->required();
+  diff->add_option("--rtol", rtol, "relative tolerance: elements differ when |a-b| > atol + rtol*|b| (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  diff->add_option("--atol", atol, "absolute tolerance (default 0)")->check(CLI::NonNegativeNumber);
+  diff->add_flag("--json", diff_json, "print one JSON document (schema in the README)");
 
   std::string plot_out;
   auto* plot = app.add_subcommand("plot",
@@ -430,7 +444,8 @@ int main(int argc, char** argv) {
   try {
     if (*inspect) return cmd_inspect(file, json, depth, no_crc);
     if (*verify)
-      return ckpt::is_run_directory(file) ? cmd_verify_run(file, quiet, verify_json) : cmd_verify(file, quiet);
+      return ckpt::is_run_directory(file) ? cmd_verify_run(file, quiet, verify_json)
+                                          : cmd_verify(file, quiet, verify_json);
     if (*ls) return cmd_ls(dir, ls_json);
     if (*plot) return cmd_plot(dir, plot_out);
     if (*prune) {
@@ -441,7 +456,8 @@ int main(int argc, char** argv) {
       }
       return cmd_prune(dir, policy, dry_run);
     }
-    if (*convert) return cmd_convert(in, out);
+    if (*convert) return cmd_convert(in, out, convert_to);
+    if (*diff) return ckpt::cli::diff_command(diff_a, diff_b, rtol, atol, diff_json);
   } catch (const ckpt::Error& e) {
     std::cerr << "ckpt: " << e.what() << "\n";
     return 1;
