@@ -733,6 +733,7 @@ TEST(Faults, AFailureAtEveryOsCallOfASaveAndCommitLeavesTheRunConsistent) {
           std::string what = e.what();
           EXPECT_EQ(e.kind(), ErrorKind::kIO) << what;
           EXPECT_NE(what.find(fx.run), std::string::npos) << "error names no file: " << what;
+          EXPECT_NE(what.find("step=000003"), std::string::npos) << "error names no step: " << what;
           EXPECT_NE(what.find(std::strerror(err)), std::string::npos) << what;
         }
         check_as_left(fx, where);

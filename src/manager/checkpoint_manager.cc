@@ -442,12 +442,25 @@ struct CheckpointManager::Impl {
     so.durable = opt.durable;
     so.env = env;
     so.progress = opt.progress;
+    // Every error names the checkpoint (and so its step), also when the file it failed on is
+    // the index or a pointer.
+    auto naming = [](const CheckpointRecord& r, auto&& f) {
+      try {
+        f();
+      } catch (const Error& e) {
+        if (std::string(e.what()).find(r.file) != std::string::npos) throw;
+        rethrow_with_context(e, str_cat("saving ", r.file, " (step ", r.step, ")"));
+      }
+    };
     if (opt.async) {
       if (!saver) saver = std::make_unique<AsyncSaver>(opt.max_in_flight);
-      saver->save(checkpoint, rec.path, so, [this, rec](const SavedFile& f) { commit(f, rec); });
+      naming(rec, [&] {
+        saver->save(checkpoint, rec.path, so, [this, rec, naming](const SavedFile& f) {
+          naming(rec, [&] { commit(f, rec); });
+        });
+      });
     } else {
-      SavedFile f = ckpt::save(checkpoint, rec.path, so);
-      commit(f, rec);
+      naming(rec, [&] { commit(ckpt::save(checkpoint, rec.path, so), rec); });
     }
     last_step = step;
     last_save_time = Clock::now();
