@@ -164,34 +164,29 @@ class CrashEnv : public io::EnvWrapper {
     files_[path] = std::filesystem::file_size(path);
   }
 
-  class File : public io::WritableFile {
+  class File : public io::WritableFileWrapper {
    public:
-    File(CrashEnv* env, std::unique_ptr<io::WritableFile> f) : env_(env), f_(std::move(f)) {}
+    File(CrashEnv* env, std::unique_ptr<io::WritableFile> f) : WritableFileWrapper(std::move(f)), env_(env) {}
     void append(const void* data, size_t n) override {
       env_->hit("write", path());
-      f_->append(data, n);
+      WritableFileWrapper::append(data, n);
     }
     void write_at(uint64_t offset, const void* data, size_t n) override {
       env_->hit("write", path());
-      f_->write_at(offset, data, n);
+      WritableFileWrapper::write_at(offset, data, n);
     }
     void sync() override {
       env_->hit("fsync", path());
-      f_->sync();
+      WritableFileWrapper::sync();
       env_->synced(path());
     }
     void close() override {
       env_->hit("close", path());
-      f_->close();
+      WritableFileWrapper::close();
     }
-    uint64_t size() const override { return f_->size(); }
-    const std::string& path() const override { return f_->path(); }
-    void truncate(uint64_t size) override { f_->truncate(size); }
-    size_t direct_alignment() const override { return f_->direct_alignment(); }
 
    private:
     CrashEnv* env_;
-    std::unique_ptr<io::WritableFile> f_;
   };
 
   std::string stash_;

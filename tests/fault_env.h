@@ -42,28 +42,23 @@ class FaultEnv : public io::EnvWrapper {
 
  private:
 
-  class File : public io::WritableFile {
+  class File : public io::WritableFileWrapper {
    public:
-    File(FaultEnv* env, std::unique_ptr<io::WritableFile> f) : env_(env), f_(std::move(f)) {}
+    File(FaultEnv* env, std::unique_ptr<io::WritableFile> f) : WritableFileWrapper(std::move(f)), env_(env) {}
     void append(const void* data, size_t n) override {
       check(n);
-      f_->append(data, n);
+      WritableFileWrapper::append(data, n);
       written_ += n;
     }
     void write_at(uint64_t offset, const void* data, size_t n) override {
       check(n);
-      f_->write_at(offset, data, n);
+      WritableFileWrapper::write_at(offset, data, n);
       written_ += n;
     }
     void sync() override {
       if (env_->fail_sync) fail(ErrorKind::kIO, path(), ": fsync failed: ", std::strerror(EIO));
-      f_->sync();
+      WritableFileWrapper::sync();
     }
-    void close() override { f_->close(); }
-    uint64_t size() const override { return f_->size(); }
-    const std::string& path() const override { return f_->path(); }
-    void truncate(uint64_t size) override { f_->truncate(size); }
-    size_t direct_alignment() const override { return f_->direct_alignment(); }
 
    private:
     void check(size_t n) {
@@ -77,7 +72,6 @@ class FaultEnv : public io::EnvWrapper {
         fail(ErrorKind::kIO, path(), ": write failed: ", std::strerror(ENOSPC));
     }
     FaultEnv* env_;
-    std::unique_ptr<io::WritableFile> f_;
     std::atomic<uint64_t> written_{0};
   };
 };
@@ -177,33 +171,28 @@ class OpFaultEnv : public io::EnvWrapper {
  private:
   std::mutex mu_;
 
-  class File : public io::WritableFile {
+  class File : public io::WritableFileWrapper {
    public:
-    File(OpFaultEnv* env, std::unique_ptr<io::WritableFile> f) : env_(env), f_(std::move(f)) {}
+    File(OpFaultEnv* env, std::unique_ptr<io::WritableFile> f) : WritableFileWrapper(std::move(f)), env_(env) {}
     void append(const void* data, size_t n) override {
       env_->hit(kWrite, path());
-      f_->append(data, n);
+      WritableFileWrapper::append(data, n);
     }
     void write_at(uint64_t offset, const void* data, size_t n) override {
       env_->hit(kWrite, path());
-      f_->write_at(offset, data, n);
+      WritableFileWrapper::write_at(offset, data, n);
     }
     void sync() override {
       env_->hit(kSync, path());
-      f_->sync();
+      WritableFileWrapper::sync();
     }
     void close() override {
       env_->hit(kClose, path());
-      f_->close();
+      WritableFileWrapper::close();
     }
-    uint64_t size() const override { return f_->size(); }
-    const std::string& path() const override { return f_->path(); }
-    void truncate(uint64_t size) override { f_->truncate(size); }
-    size_t direct_alignment() const override { return f_->direct_alignment(); }
 
    private:
     OpFaultEnv* env_;
-    std::unique_ptr<io::WritableFile> f_;
   };
 };
 

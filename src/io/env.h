@@ -29,6 +29,24 @@ class WritableFile {
   virtual size_t direct_alignment() const { return 0; }
 };
 
+// Forwards every call to another WritableFile: the files of test Envs derive from it and
+// override only what they hook (as EnvWrapper does for the Env).
+class WritableFileWrapper : public WritableFile {
+ public:
+  explicit WritableFileWrapper(std::unique_ptr<WritableFile> target) : target_(std::move(target)) {}
+  void append(const void* data, size_t n) override { target_->append(data, n); }
+  void write_at(uint64_t offset, const void* data, size_t n) override { target_->write_at(offset, data, n); }
+  void sync() override { target_->sync(); }
+  void close() override { target_->close(); }
+  uint64_t size() const override { return target_->size(); }
+  const std::string& path() const override { return target_->path(); }
+  void truncate(uint64_t size) override { target_->truncate(size); }
+  size_t direct_alignment() const override { return target_->direct_alignment(); }
+
+ private:
+  std::unique_ptr<WritableFile> target_;
+};
+
 // A read-only view of a whole file, memory-mapped copy-on-write: the caller may write to the
 // pages (its changes stay private to the process); the file itself is never modified.
 class MappedFile {

@@ -149,6 +149,22 @@ def python_train(opt_name, sched_name, steps):
     return ck, model, opt, sched
 
 
+def python_steps(model, opt, n=5, after_step=None):
+    """n training steps on fixed random batches; returns the losses."""
+    g = torch.Generator().manual_seed(5)
+    losses = []
+    for _ in range(n):
+        x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if after_step:
+            after_step(loss)
+        losses.append(loss.item())
+    return losses
+
+
 def assert_same_state(test, a, b, path="<root>"):
     """Tensors bit-identical; numbers equal in value (0 == 0.0); containers recursively."""
     if isinstance(a, torch.Tensor):
@@ -279,19 +295,10 @@ class CrossLanguage(Workdir):
                         self.assertEqual(sched.get_last_lr(), ck["scheduler_state"]["_last_lr"])
                         self.assertEqual(sched.last_epoch, 10)
                     # And Python trains on from there.
-                    g = torch.Generator().manual_seed(5)
                     before = [p.detach().clone() for p in model.parameters()]
-                    for _ in range(5):
-                        x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
-                        opt.zero_grad()
-                        loss = nn.functional.cross_entropy(model(x), y)
-                        loss.backward()
-                        opt.step()
-                        if sched_name == "plateau":
-                            sched.step(loss.item())
-                        else:
-                            sched.step()
-                        self.assertTrue(math.isfinite(loss.item()))
+                    step_sched = (lambda loss: sched.step(loss.item())) if sched_name == "plateau" else \
+                        (lambda loss: sched.step())
+                    self.assertTrue(all(map(math.isfinite, python_steps(model, opt, after_step=step_sched))))
                     self.assertTrue(any(not torch.equal(a, p) for a, p in zip(before, model.parameters())))
                     if opt_name in ("adam", "adamw", "adagrad"):
                         self.assertEqual(opt.state_dict()["state"][0]["step"].item(), 15.0)
@@ -359,14 +366,7 @@ class TorchScript(Workdir):
                 for key, value in saved["param_groups"][0].items():
                     if key not in PYTHON_ONLY_KEYS and key != "params":
                         self.assertEqual(value, opt.param_groups[0][key], f"param_groups/{key}")
-                g = torch.Generator().manual_seed(5)
-                for _ in range(5):
-                    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
-                    opt.zero_grad()
-                    loss = nn.functional.cross_entropy(model(x), y)
-                    loss.backward()
-                    opt.step()
-                    self.assertTrue(math.isfinite(loss.item()))
+                self.assertTrue(all(map(math.isfinite, python_steps(model, opt))))
                 if opt_name in ("adam", "adamw", "adagrad"):
                     self.assertEqual(opt.state_dict()["state"][0]["step"].item(), 15.0)
 
