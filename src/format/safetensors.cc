@@ -119,6 +119,7 @@ void flatten(const Value& v, const std::string& name, Flat& out, int depth) {
       return;
     case Value::Kind::kDict:
       for (const auto& [k, x] : v.dict()) {
+        if (depth == 0 && k.is_string() && k.to_string() == "__metadata__" && x.is_dict()) continue;  // the header's
         std::string key;
         if (k.is_string())
           key = k.to_string();
@@ -268,23 +269,18 @@ SavedFile write(io::Env* env, const Value& value, const std::string& path, const
   if (!value.is_dict())
     fail(ErrorKind::kInvalidArgument, path, ": safetensors holds a dict of tensors, not ", value.kind_name());
   Flat flat;
-  for (const auto& [k, v] : value.dict()) {
-    if (k.is_string() && k.to_string() == "__metadata__" && v.is_dict()) {
-      for (const auto& [mk, mv] : v.dict()) {
-        if (!mk.is_string() || !mv.is_string())
-          fail(ErrorKind::kInvalidArgument, path, ": safetensors metadata holds strings only; '__metadata__' has ",
-               short_repr(mk), ": ", mv.kind_name());
-        flat.metadata.emplace_back(mk.to_string(), mv.to_string());
-      }
-      continue;
+  if (const Value* meta = value.dict().find("__metadata__"); meta && meta->is_dict()) {
+    for (const auto& [mk, mv] : meta->dict()) {
+      if (!mk.is_string() || !mv.is_string())
+        fail(ErrorKind::kInvalidArgument, path, ": safetensors metadata holds strings only; '__metadata__' has ",
+             short_repr(mk), ": ", mv.kind_name());
+      flat.metadata.emplace_back(mk.to_string(), mv.to_string());
     }
-    Value one = Value::new_dict();
-    one.dict().set(k, v);
-    try {
-      flatten(one, "", flat, 0);
-    } catch (const Error& e) {
-      rethrow_naming(e, path);
-    }
+  }
+  try {
+    flatten(value, "", flat, 0);
+  } catch (const Error& e) {
+    rethrow_naming(e, path);
   }
   std::vector<std::string> sorted = flat.names;
   std::sort(sorted.begin(), sorted.end());
