@@ -44,12 +44,24 @@ struct World {
     if (o) return *o;
     auto p = model->parameters();
     switch (i) {
-      case 0: o = std::make_unique<SGD>(p, SGDOptions(0.1).momentum(0.9)); break;
-      case 1: o = std::make_unique<Adam>(p, AdamOptions(1e-3).amsgrad(true)); break;
-      case 2: o = std::make_unique<AdamW>(p, AdamWOptions(1e-3)); break;
-      case 3: o = std::make_unique<RMSprop>(p, RMSpropOptions(1e-2).momentum(0.5).centered(true)); break;
-      case 4: o = std::make_unique<Adagrad>(p, AdagradOptions(1e-2)); break;
-      default: o = std::make_unique<LBFGS>(p, LBFGSOptions(0.5).history_size(3).max_iter(2)); break;
+      case 0:
+        o = std::make_unique<SGD>(p, SGDOptions(0.1).momentum(0.9));
+        break;
+      case 1:
+        o = std::make_unique<Adam>(p, AdamOptions(1e-3).amsgrad(true));
+        break;
+      case 2:
+        o = std::make_unique<AdamW>(p, AdamWOptions(1e-3));
+        break;
+      case 3:
+        o = std::make_unique<RMSprop>(p, RMSpropOptions(1e-2).momentum(0.5).centered(true));
+        break;
+      case 4:
+        o = std::make_unique<Adagrad>(p, AdagradOptions(1e-2));
+        break;
+      default:
+        o = std::make_unique<LBFGS>(p, LBFGSOptions(0.5).history_size(3).max_iter(2));
+        break;
     }
     auto x = torch::ones({5, 4});
     o->step([&] {  // one real step, so the state holds tensors
@@ -66,13 +78,27 @@ struct World {
     if (s) return *s;
     torch::optim::Optimizer& sgd = optimizer(0);
     switch (i) {
-      case 0: s = std::make_unique<ckpt::StepLR>(sgd, 3, 0.5); break;
-      case 1: s = std::make_unique<ckpt::MultiStepLR>(sgd, std::vector<int64_t>{2, 4, 4}, 0.5); break;
-      case 2: s = std::make_unique<ckpt::ExponentialLR>(sgd, 0.9); break;
-      case 3: s = std::make_unique<ckpt::CosineAnnealingLR>(sgd, 6, 1e-4); break;
-      case 4: s = std::make_unique<ckpt::LinearLR>(sgd, 0.25, 1.0, 8); break;
-      case 5: s = std::make_unique<ckpt::OneCycleLR>(sgd, ckpt::OneCycleLROptions(0.05, 20)); break;
-      default: s = std::make_unique<ckpt::ReduceLROnPlateau>(sgd); break;
+      case 0:
+        s = std::make_unique<ckpt::StepLR>(sgd, 3, 0.5);
+        break;
+      case 1:
+        s = std::make_unique<ckpt::MultiStepLR>(sgd, std::vector<int64_t>{2, 4, 4}, 0.5);
+        break;
+      case 2:
+        s = std::make_unique<ckpt::ExponentialLR>(sgd, 0.9);
+        break;
+      case 3:
+        s = std::make_unique<ckpt::CosineAnnealingLR>(sgd, 6, 1e-4);
+        break;
+      case 4:
+        s = std::make_unique<ckpt::LinearLR>(sgd, 0.25, 1.0, 8);
+        break;
+      case 5:
+        s = std::make_unique<ckpt::OneCycleLR>(sgd, ckpt::OneCycleLROptions(0.05, 20));
+        break;
+      default:
+        s = std::make_unique<ckpt::ReduceLROnPlateau>(sgd);
+        break;
     }
     s->step(1.0);
     return *s;
@@ -170,9 +196,12 @@ Value random_tensor(FuzzedDataProvider& in) {
 
 Value random_value(FuzzedDataProvider& in) {
   switch (in.ConsumeIntegralInRange(0, 10)) {
-    case 0: return Value::none();
-    case 1: return Value(in.ConsumeBool());
-    case 2: return Value(static_cast<long long>(in.ConsumeIntegral<int64_t>()));
+    case 0:
+      return Value::none();
+    case 1:
+      return Value(in.ConsumeBool());
+    case 2:
+      return Value(static_cast<long long>(in.ConsumeIntegral<int64_t>()));
     case 3: {
       static const int64_t edges[] = {-1, 0, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
                                       int64_t(1) << 40};
@@ -180,13 +209,19 @@ Value random_value(FuzzedDataProvider& in) {
     }
     case 4: {
       static const double edges[] = {0.0, -1.0, 1e308, std::nan(""), std::numeric_limits<double>::infinity()};
-      return in.ConsumeBool() ? Value(edges[in.ConsumeIntegralInRange(0, 4)]) : Value(in.ConsumeFloatingPoint<double>());
+      return in.ConsumeBool() ? Value(edges[in.ConsumeIntegralInRange(0, 4)])
+                              : Value(in.ConsumeFloatingPoint<double>());
     }
-    case 5: return Value(in.ConsumeRandomLengthString(16));
-    case 6: return Value::list();
-    case 7: return Value::tuple({Value(0.9), Value(0.999)});
-    case 8: return Value::new_dict();
-    default: return random_tensor(in);
+    case 5:
+      return Value(in.ConsumeRandomLengthString(16));
+    case 6:
+      return Value::list();
+    case 7:
+      return Value::tuple({Value(0.9), Value(0.999)});
+    case 8:
+      return Value::new_dict();
+    default:
+      return random_tensor(in);
   }
 }
 
@@ -203,7 +238,8 @@ void mutate(Value& root, FuzzedDataProvider& in) {
     case 0:  // remove
       if (p.is_dict()) {
         Value key = p.dict().items()[s.index].first;
-        Value rebuilt = p.dict().flavor() == ckpt::Dict::Flavor::kOrderedDict ? Value::ordered_dict() : Value::new_dict();
+        Value rebuilt =
+            p.dict().flavor() == ckpt::Dict::Flavor::kOrderedDict ? Value::ordered_dict() : Value::new_dict();
         for (const auto& [k, x] : p.dict())
           if (&k != &p.dict().items()[s.index].first) rebuilt.dict().set(k, x);
         p = rebuilt;
@@ -239,8 +275,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World w;
   const size_t target = in.ConsumeIntegralInRange<size_t>(0, kTargets - 1);
   // Mostly the target's own state; sometimes another object's (a state of another kind).
-  const size_t source = in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1)
-                                                             : target;
+  const size_t source =
+      in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1) : target;
   Value state = w.state(source);
   // Mutations work on a deep-enough copy: the tree through the value and back keeps live
   // tensors out of the world's own state.

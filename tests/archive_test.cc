@@ -248,7 +248,9 @@ struct StingyCalls {
     c.pread = [](int fd, void* b, size_t n, off_t o) -> ssize_t {
       return interrupt() ? -1 : ::pread(fd, b, stingy(fd, n), o);
     };
-    c.read = [](int fd, void* b, size_t n) -> ssize_t { return interrupt() ? -1 : ::read(fd, b, std::min<size_t>(n, 5)); };
+    c.read = [](int fd, void* b, size_t n) -> ssize_t {
+      return interrupt() ? -1 : ::read(fd, b, std::min<size_t>(n, 5));
+    };
   }
   ~StingyCalls() { io::posix_calls() = saved; }
 };

@@ -41,7 +41,6 @@ class FaultEnv : public io::EnvWrapper {
   }
 
  private:
-
   class File : public io::WritableFileWrapper {
    public:
     File(FaultEnv* env, std::unique_ptr<io::WritableFile> f) : WritableFileWrapper(std::move(f)), env_(env) {}
@@ -86,12 +85,25 @@ namespace ckpt::test {
 class OpFaultEnv : public io::EnvWrapper {
  public:
   enum Op {
-    kCreate, kWrite, kSync, kClose, kRename, kSyncDir, kRemove, kLink, kMap, kLock, kFreeSpace, kList, kRead, kAlloc,
+    kCreate,
+    kWrite,
+    kSync,
+    kClose,
+    kRename,
+    kSyncDir,
+    kRemove,
+    kLink,
+    kMap,
+    kLock,
+    kFreeSpace,
+    kList,
+    kRead,
+    kAlloc,
     kOps
   };
   static const char* op_name(Op op) {
-    static const char* names[] = {"create", "write", "fsync",      "close", "rename", "sync-dir", "remove",
-                                  "link",   "map",   "lock",       "free-space", "list", "read", "allocate"};
+    static const char* names[] = {"create", "write", "fsync", "close",      "rename", "sync-dir", "remove",
+                                  "link",   "map",   "lock",  "free-space", "list",   "read",     "allocate"};
     return names[op];
   }
 

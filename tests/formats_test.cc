@@ -44,7 +44,9 @@ Value tensor(DType dtype, std::vector<int64_t> sizes, std::vector<double> values
   return Value(std::move(t));
 }
 
-std::string file_bytes(const std::string& path) { return test::read_file(path); }
+std::string file_bytes(const std::string& path) {
+  return test::read_file(path);
+}
 
 TEST(Safetensors, WritesTheFormatsLayoutExactly) {
   TempDir dir;

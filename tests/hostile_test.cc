@@ -43,9 +43,15 @@ constexpr size_t kMemoryMiB = 512;  // every file here is under 1 MiB
 
 // --- building files -------------------------------------------------------------------------------
 
-std::string le16(uint16_t v) { return {char(v), char(v >> 8)}; }
-std::string le32(uint32_t v) { return le16(uint16_t(v)) + le16(uint16_t(v >> 16)); }
-std::string le64(uint64_t v) { return le32(uint32_t(v)) + le32(uint32_t(v >> 32)); }
+std::string le16(uint16_t v) {
+  return {char(v), char(v >> 8)};
+}
+std::string le32(uint32_t v) {
+  return le16(uint16_t(v)) + le16(uint16_t(v >> 16));
+}
+std::string le64(uint64_t v) {
+  return le32(uint32_t(v)) + le32(uint32_t(v >> 32));
+}
 
 // Raw deflate (zip method 8) of `data`.
 std::string deflate_raw(const std::string& data) {
@@ -143,10 +149,14 @@ std::string archive(const std::string& pickle, const std::vector<ZipEntry>& data
   return build_zip(entries).bytes;
 }
 
-std::string floats(size_t n) { return std::string(n * 4, '\x01'); }
+std::string floats(size_t n) {
+  return std::string(n * 4, '\x01');
+}
 
 // A one-tensor checkpoint {'w': tensor} that loads, as the base of the record-level attacks.
-std::string good_archive() { return archive(Pickle().op("}").str("w").tensor("0", 4, 0, {4}, {1}).op("s").done(), {{"0", floats(4)}}); }
+std::string good_archive() {
+  return archive(Pickle().op("}").str("w").tensor("0", 4, 0, {4}, {1}).op("s").done(), {{"0", floats(4)}});
+}
 
 // --- the bounded runner ---------------------------------------------------------------------------
 
@@ -193,10 +203,14 @@ void expect_refused(const std::string& name, const std::string& bytes, ErrorKind
         report = "loaded without an error", code = 1;
       } catch (const Error& e) {
         std::string what = e.what();
-        if (e.kind() != kind) report = std::string("kind ") + to_string(e.kind()) + ": " + what, code = 2;
-        else if (what.find(path) == std::string::npos) report = "names no file: " + what, code = 3;
-        else if (what.find(needle) == std::string::npos) report = "unexpected message: " + what, code = 4;
-        else if (what.find('\n') != std::string::npos) report = "multi-line: " + what, code = 5;
+        if (e.kind() != kind)
+          report = std::string("kind ") + to_string(e.kind()) + ": " + what, code = 2;
+        else if (what.find(path) == std::string::npos)
+          report = "names no file: " + what, code = 3;
+        else if (what.find(needle) == std::string::npos)
+          report = "unexpected message: " + what, code = 4;
+        else if (what.find('\n') != std::string::npos)
+          report = "multi-line: " + what, code = 5;
       } catch (const std::bad_alloc&) {
         report = "ran out of its " + std::to_string(kMemoryMiB) + " MiB", code = 6;
       } catch (const std::exception& e) {
@@ -239,9 +253,11 @@ TEST(Hostile, PicklesThatWouldRunCodeAreRefusedAndRunNothing) {
   struct Case {
     const char* module;
     const char* name;
-  } cases[] = {{"os", "system"},      {"posix", "system"},      {"builtins", "eval"},   {"builtins", "exec"},
-               {"subprocess", "Popen"}, {"builtins", "getattr"}, {"builtins", "__import__"},
-               {"torch", "load"},        {"pickle", "loads"},     {"torch.serialization", "load"}};
+  } cases[] = {{"os", "system"},           {"posix", "system"},
+               {"builtins", "eval"},       {"builtins", "exec"},
+               {"subprocess", "Popen"},    {"builtins", "getattr"},
+               {"builtins", "__import__"}, {"torch", "load"},
+               {"pickle", "loads"},        {"torch.serialization", "load"}};
   for (const auto& c : cases) {
     std::string pkl = Pickle().global(c.module, c.name).mark().str("touch " + marker).tuple().reduce().done();
     expect_refused(std::string("run-") + c.name, archive(pkl), ErrorKind::kUnsafe,
@@ -252,8 +268,19 @@ TEST(Hostile, PicklesThatWouldRunCodeAreRefusedAndRunNothing) {
 
 TEST(Hostile, AllowlistedNamesUsedInUnexpectedWaysAreRefused) {
   // The rebuild function handed a string where its storage belongs.
-  expect_refused("rebuild-str", archive(Pickle().global("torch._utils", "_rebuild_tensor_v2").mark().str("x").i64(0)
-                                             .ints({1}).ints({1}).op("\x89").op("}").tuple().reduce().done()),
+  expect_refused("rebuild-str",
+                 archive(Pickle()
+                             .global("torch._utils", "_rebuild_tensor_v2")
+                             .mark()
+                             .str("x")
+                             .i64(0)
+                             .ints({1})
+                             .ints({1})
+                             .op("\x89")
+                             .op("}")
+                             .tuple()
+                             .reduce()
+                             .done()),
                  ErrorKind::kCorruption, "_rebuild_tensor_v2");
   // ... too few arguments.
   expect_refused("rebuild-args",
@@ -274,7 +301,8 @@ TEST(Hostile, AllowlistedNamesUsedInUnexpectedWaysAreRefused) {
 // TorchScript archives (constants.pkl present) are read as object trees, never run; a torch.save
 // archive may not name a TorchScript class at all.
 std::string script_archive(const std::string& pickle) {
-  return build_zip({{"archive/data.pkl", pickle}, {"archive/constants.pkl", Pickle().op(")").done()},
+  return build_zip({{"archive/data.pkl", pickle},
+                    {"archive/constants.pkl", Pickle().op(")").done()},
                     {"archive/version", "3\n"}})
       .bytes;
 }
@@ -290,7 +318,8 @@ TEST(Hostile, TorchScriptObjectsAreReadAsDataOrRefused) {
                  script_archive(Pickle().global("__torch__", "Module").mark().i64(1).tuple().op("\x81").done()),
                  ErrorKind::kUnsupported, "constructed with arguments");
   // A script class called by REDUCE with a code-running global among its attributes.
-  expect_refused("script-os", script_archive(Pickle(obj).op("}").str("x").global("os", "system").op("s").op("b").done()),
+  expect_refused("script-os",
+                 script_archive(Pickle(obj).op("}").str("x").global("os", "system").op("s").op("b").done()),
                  ErrorKind::kUnsafe, "'os.system'");
   // An optimizer whose state names a parameter no group lists.
   Pickle opt = Pickle(obj).op("}");
@@ -311,10 +340,14 @@ std::string safetensors_file(const std::string& header, const std::string& buffe
 
 TEST(Hostile, SafetensorsHeadersThatLieAreRefused) {
   const std::string f32x2 = R"("dtype":"F32","shape":[2])";
-  auto st = [&](const std::string& entries, size_t buffer) { return safetensors_file("{" + entries + "}", std::string(buffer, '\1')); };
-  expect_refused("st-overlap", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[4,12]})", 12),
+  auto st = [&](const std::string& entries, size_t buffer) {
+    return safetensors_file("{" + entries + "}", std::string(buffer, '\1'));
+  };
+  expect_refused("st-overlap",
+                 st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[4,12]})", 12),
                  ErrorKind::kCorruption, "tensor 'b': data_offsets [4, 12] overlap (the previous tensor ends at 8)");
-  expect_refused("st-hole", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[12,20]})", 20),
+  expect_refused("st-hole",
+                 st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[12,20]})", 20),
                  ErrorKind::kCorruption, "tensor 'b': data_offsets [12, 20] leave a hole");
   expect_refused("st-out-of-range", st(R"("a":{)" + f32x2 + R"(,"data_offsets":[0,8]})", 4), ErrorKind::kCorruption,
                  "tensor 'a' ends at byte 8 of a 4-byte buffer");
@@ -335,8 +368,8 @@ TEST(Hostile, SafetensorsHeadersThatLieAreRefused) {
                  "the header is not valid JSON");
   expect_refused("st-unknown-dtype", st(R"("a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]})", 1),
                  ErrorKind::kCorruption, "tensor 'a': unknown dtype 'Q7'");
-  expect_refused("st-uint16", st(R"("a":{"dtype":"U16","shape":[1],"data_offsets":[0,2]})", 2),
-                 ErrorKind::kUnsupported, "tensor 'a' has dtype U16, which LibTorch 1.13 does not have");
+  expect_refused("st-uint16", st(R"("a":{"dtype":"U16","shape":[1],"data_offsets":[0,2]})", 2), ErrorKind::kUnsupported,
+                 "tensor 'a' has dtype U16, which LibTorch 1.13 does not have");
   expect_refused("st-float8", st(R"("a":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]})", 1),
                  ErrorKind::kUnsupported, "dtype F8_E4M3");
   expect_refused("st-negative", st(R"("a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]})", 4),
@@ -345,7 +378,7 @@ TEST(Hostile, SafetensorsHeadersThatLieAreRefused) {
                  "\"data_offsets\" is not two non-negative integers");
   expect_refused("st-metadata", st(R"("__metadata__":{"k":3})", 0), ErrorKind::kCorruption,
                  "metadata 'k' is not a string");
-  expect_refused("st-not-object", safetensors_file("{}", "") .replace(8, 2, "{]"), ErrorKind::kCorruption,
+  expect_refused("st-not-object", safetensors_file("{}", "").replace(8, 2, "{]"), ErrorKind::kCorruption,
                  "the header is not valid JSON");
 }
 
@@ -359,8 +392,7 @@ TEST(Hostile, DeepNestingHugeMemoIndicesAndBombsAreRefused) {
   // A memo reference to an index never stored, far beyond any dense table.
   expect_refused("memo-get", archive(Pickle().op("j" + le32(0xfffffff0u)).done()), ErrorKind::kCorruption, "memo");
   // A memo slot at the top of the index range works (sparse), but a reference beside it fails.
-  expect_refused("memo-put",
-                 archive(Pickle().op("N").op("r" + le32(0xffffffffu)).op("j" + le32(0xfffffffeu)).done()),
+  expect_refused("memo-put", archive(Pickle().op("N").op("r" + le32(0xffffffffu)).op("j" + le32(0xfffffffeu)).done()),
                  ErrorKind::kCorruption, "memo");
   // A billion-laughs list: each level holds the previous one ten times (10**39 objects).
   Pickle laughs;
@@ -396,8 +428,8 @@ TEST(Hostile, ShapesStridesAndOffsetsThatLeaveTheStorageAreRefused) {
   one("record-short", 400, 0, {4}, {1}, 4, "archive/data/0");
   one("numel-huge", int64_t(1) << 61, 0, {4}, {1}, 4, "archive/data/0");
   // A storage whose record is missing.
-  expect_refused("record-missing", archive(Pickle().op("}").str("w").tensor("7", 4, 0, {4}, {1}).op("s").done(),
-                                           {{"0", floats(4)}}),
+  expect_refused("record-missing",
+                 archive(Pickle().op("}").str("w").tensor("7", 4, 0, {4}, {1}).op("s").done(), {{"0", floats(4)}}),
                  ErrorKind::kCorruption, "storage '7' has no record 'data/7'");
 }
 
@@ -411,7 +443,8 @@ TEST(Hostile, ZipNamesThatEscapeRepeatOrOverlapAreRefused) {
   expect_refused("dotdot", with("archive/../../etc/passwd"), ErrorKind::kUnsafe, "escapes the archive with '..'");
   expect_refused("absolute", with("/etc/passwd"), ErrorKind::kUnsafe, "is absolute");
   expect_refused("backslash", with("archive\\..\\x"), ErrorKind::kUnsafe, "forbidden characters");
-  expect_refused("duplicate", with("archive/data.pkl"), ErrorKind::kCorruption, "duplicate zip entry 'archive/data.pkl'");
+  expect_refused("duplicate", with("archive/data.pkl"), ErrorKind::kCorruption,
+                 "duplicate zip entry 'archive/data.pkl'");
   // The first entry claims to run into the second (entries sharing bytes: a zip-bomb technique).
   Zip z = build_zip({{"archive/data.pkl", pkl}, {"archive/data/0", floats(4)}, {"archive/version", "3\n"}});
   for (size_t field : {20u, 24u}) z.bytes.replace(z.central[0] + field, 4, le32(uint32_t(pkl.size() + 40)));
@@ -426,10 +459,10 @@ TEST(Hostile, ZipBombsAndWrongChecksumsAreRefused) {
   std::string pkl = Pickle().op("}").done();
   // 64 MiB of zeros deflate to ~64 KiB; the entry then claims 16 GiB (a ratio no deflate stream
   // reaches): refused before anything is allocated.
-  Zip bomb = build_zip({{"archive/data.pkl",
-                         Pickle().op("}").str("w").tensor("0", 0xfffffff0 / 4, 0, {4}, {1}).op("s").done()},
-                        {"archive/data/0", std::string(64 << 20, '\0'), true},
-                        {"archive/version", "3\n"}});
+  Zip bomb = build_zip(
+      {{"archive/data.pkl", Pickle().op("}").str("w").tensor("0", 0xfffffff0 / 4, 0, {4}, {1}).op("s").done()},
+       {"archive/data/0", std::string(64 << 20, '\0'), true},
+       {"archive/version", "3\n"}});
   bomb.bytes.replace(bomb.central[1] + 24, 4, le32(0xfffffff0u));
   bomb.bytes.replace(bomb.local[1] + 22, 4, le32(0xfffffff0u));
   expect_refused("bomb", bomb.bytes, ErrorKind::kCorruption, "claims 4294967280 bytes from");

@@ -779,17 +779,19 @@ TEST(Faults, APowerCutAtEveryOsCallOfASaveAndCommitLosesNothingCommitted) {
     {
       CheckpointManager m(fx.run, o);
       env.crash_at = env.calls + n;
-      where = n < total ? "power cut at call " + std::to_string(n) + " (before " : "power cut after the save returned (";
+      where =
+          n < total ? "power cut at call " + std::to_string(n) + " (before " : "power cut after the save returned (";
       try {
         save(m, 3, 0, 0.1);
         returned = true;
       } catch (const test::CrashEnv::Crash&) {
       }
-      where += (n < total ? "the call after " : "") + (env.trace.empty() ? std::string("start") : env.trace.back()) + ")";
+      where +=
+          (n < total ? "the call after " : "") + (env.trace.empty() ? std::string("start") : env.trace.back()) + ")";
       // The save returns only when the cut came after its last call, or left it nothing but
       // retention's deletions (which never report).
-      bool only_removes_left = std::all_of(trace.begin() + n, trace.end(),
-                                           [](const std::string& t) { return t.rfind("remove ", 0) == 0; });
+      bool only_removes_left =
+          std::all_of(trace.begin() + n, trace.end(), [](const std::string& t) { return t.rfind("remove ", 0) == 0; });
       EXPECT_EQ(returned, only_removes_left) << where;
     }  // the manager's destructor runs against a dead machine: it can do nothing
     env.simulate_crash();

@@ -1,9 +1,9 @@
 #include <torch/torch.h>
 
+#include "bridge/guard.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/manager.h"
 #include "ckpt/scheduler.h"
-#include "bridge/guard.h"
 #include "test_util.h"
 
 namespace ckpt {
@@ -277,8 +277,11 @@ TEST(Scheduler, OneCycleTakesOneMaxLrPerParamGroupAsPythonDoes) {
   Value extras = optimizer_state_dict(opt, sched.group_extras())["param_groups"];
   EXPECT_EQ(extras[1]["max_lr"].to_double(), 0.02);
   EXPECT_DOUBLE_EQ(extras[1]["min_lr"].to_double(), 0.005 / 1e4);
-  expect_error([&] { OneCycleLR(opt, OneCycleLROptions({0.1, 0.2, 0.3}, 10)); }, ErrorKind::kInvalidArgument,
-               "expected 2 values for max_lr (one per param group), got 3");
+  expect_error(
+      [&] {
+        OneCycleLR(opt, OneCycleLROptions({0.1, 0.2, 0.3}, 10));
+      },
+      ErrorKind::kInvalidArgument, "expected 2 values for max_lr (one per param group), got 3");
 }
 
 TEST(ManagerTraining, RestoresTheStateAndRefusesACheckpointThatDoesNotFit) {
@@ -345,10 +348,10 @@ TEST(BadState, AStepThatIsATensorOfSeveralElementsIsAnErrorNamingIt) {
 // Whatever LibTorch or the standard library throws inside a loader comes out as a one-line
 // ckpt::Error naming the loader; ckpt's own errors pass unchanged.
 TEST(BadState, LibTorchErrorsInALoaderBecomeOneLineCkptErrors) {
-  expect_error([] { bridge::guard_loader("load_x", [] { TORCH_CHECK(false, "bad size 3"); }); },
-               ErrorKind::kMismatch, "load_x: bad size 3");
-  expect_error([] { bridge::guard_loader("load_x", [] { (void)std::vector<int>().at(2); }); },
-               ErrorKind::kMismatch, "load_x: ");
+  expect_error([] { bridge::guard_loader("load_x", [] { TORCH_CHECK(false, "bad size 3"); }); }, ErrorKind::kMismatch,
+               "load_x: bad size 3");
+  expect_error([] { bridge::guard_loader("load_x", [] { (void)std::vector<int>().at(2); }); }, ErrorKind::kMismatch,
+               "load_x: ");
   expect_error([] { bridge::guard_loader("load_x", [] { fail(ErrorKind::kCorruption, "own"); }); },
                ErrorKind::kCorruption, "own");
   EXPECT_THROW(bridge::guard_loader("load_x", [] { throw std::bad_alloc(); }), std::bad_alloc);

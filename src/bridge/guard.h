@@ -15,7 +15,9 @@
 
 namespace ckpt::bridge {
 
-inline std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+inline std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
 
 template <class F>
 auto guard_loader(const char* loader, F&& f) -> decltype(f()) {

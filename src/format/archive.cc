@@ -4,7 +4,6 @@
 #include <iterator>
 #include <ostream>
 
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -15,16 +14,16 @@
 #include <unordered_map>
 
 #include "format/pickle.h"
+#include "format/safetensors.h"
 #include "format/storage_types.h"
+#include "format/torchscript.h"
+#include "format/value_access.h"
 #include "format/zip.h"
 #include "io/memory_env.h"
 #include "util/bytes.h"
 #include "util/crc32.h"
 #include "util/errors.h"
 #include "util/text.h"
-#include "format/safetensors.h"
-#include "format/torchscript.h"
-#include "format/value_access.h"
 
 namespace ckpt::format {
 namespace {
@@ -164,7 +163,9 @@ uint64_t checked_nbytes(uint64_t numel, DType dtype, uint64_t file_size, const s
 class ArchiveReader {
  public:
   ArchiveReader(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report)
-      : file_(std::move(file)), options_(options), env_(options.env ? options.env : io::Env::Default()),
+      : file_(std::move(file)),
+        options_(options),
+        env_(options.env ? options.env : io::Env::Default()),
         report_(report) {
     limits_.max_depth = options.max_depth;
     limits_.max_objects = options.max_objects;
@@ -183,8 +184,7 @@ class ArchiveReader {
     std::string head;
     for (uint64_t i = 0; i < std::min<uint64_t>(size, 4); ++i) head += str_cat(i ? " " : "", hex32(p[i]).substr(8));
     fail(ErrorKind::kCorruption,
-         "not a PyTorch checkpoint (neither a zip archive, a legacy pickle nor safetensors; starts with ",
-         head, ")");
+         "not a PyTorch checkpoint (neither a zip archive, a legacy pickle nor safetensors; starts with ", head, ")");
   }
 
  private:

@@ -37,16 +37,26 @@ double element(const std::byte* p, DType d, int part) {
     return v;
   };
   switch (d) {
-    case DType::kFloat64: return load(double{});
-    case DType::kFloat32: return load(float{});
-    case DType::kFloat16: return half_to_double(load(uint16_t{}));
-    case DType::kBFloat16: return bf16_to_double(load(uint16_t{}));
-    case DType::kInt64: return double(load(int64_t{}));
-    case DType::kInt32: return load(int32_t{});
-    case DType::kInt16: return load(int16_t{});
-    case DType::kInt8: return load(int8_t{});
-    case DType::kUInt8: return load(uint8_t{});
-    case DType::kBool: return load(uint8_t{}) != 0;
+    case DType::kFloat64:
+      return load(double{});
+    case DType::kFloat32:
+      return load(float{});
+    case DType::kFloat16:
+      return half_to_double(load(uint16_t{}));
+    case DType::kBFloat16:
+      return bf16_to_double(load(uint16_t{}));
+    case DType::kInt64:
+      return double(load(int64_t{}));
+    case DType::kInt32:
+      return load(int32_t{});
+    case DType::kInt16:
+      return load(int16_t{});
+    case DType::kInt8:
+      return load(int8_t{});
+    case DType::kUInt8:
+      return load(uint8_t{});
+    case DType::kBool:
+      return load(uint8_t{}) != 0;
     case DType::kComplex64: {
       float c[2];
       std::memcpy(c, p, sizeof c);
@@ -61,7 +71,9 @@ double element(const std::byte* p, DType d, int part) {
   return 0;
 }
 
-bool is_complex(DType d) { return d == DType::kComplex64 || d == DType::kComplex128; }
+bool is_complex(DType d) {
+  return d == DType::kComplex64 || d == DType::kComplex128;
+}
 
 std::string shape_text(const std::vector<int64_t>& s) {
   std::string out = "[";
@@ -130,12 +142,18 @@ class Differ {
   static bool numeric(const Value& v) { return v.is_int() || v.is_float(); }
   static bool same_scalar(const Value& a, const Value& b) {
     switch (a.kind()) {
-      case Value::Kind::kString: return a.to_string() == b.to_string();
-      case Value::Kind::kBytes: return a.to_bytes() == b.to_bytes();
-      case Value::Kind::kBigInt: return a.big_int_bytes() == b.big_int_bytes();
-      case Value::Kind::kInt: return a.to_int() == b.to_int();
-      case Value::Kind::kBool: return a.to_bool() == b.to_bool();
-      default: return true;
+      case Value::Kind::kString:
+        return a.to_string() == b.to_string();
+      case Value::Kind::kBytes:
+        return a.to_bytes() == b.to_bytes();
+      case Value::Kind::kBigInt:
+        return a.big_int_bytes() == b.big_int_bytes();
+      case Value::Kind::kInt:
+        return a.to_int() == b.to_int();
+      case Value::Kind::kBool:
+        return a.to_bool() == b.to_bool();
+      default:
+        return true;
     }
   }
   static std::string join(const std::string& path, const Value& key) {
@@ -179,8 +197,8 @@ class Differ {
     if (n == 0) return;
     const size_t ea = element_size(a.dtype), eb = element_size(b.dtype);
     if (a.dtype == b.dtype && a.is_contiguous() && b.is_contiguous() &&
-        std::memcmp(a.storage->data() + a.storage_offset * int64_t(ea), b.storage->data() + b.storage_offset * int64_t(eb),
-                    size_t(n) * ea) == 0) {
+        std::memcmp(a.storage->data() + a.storage_offset * int64_t(ea),
+                    b.storage->data() + b.storage_offset * int64_t(eb), size_t(n) * ea) == 0) {
       progress(uint64_t(n) * ea);
       return;  // identical bytes: every element equal (NaNs in the same places), whatever the tolerance
     }
@@ -241,13 +259,20 @@ uint64_t tensor_bytes(const Value& v, int depth) {
 
 const char* to_string(DiffEntry::Kind kind) {
   switch (kind) {
-    case DiffEntry::Kind::kOnlyInA: return "only_in_a";
-    case DiffEntry::Kind::kOnlyInB: return "only_in_b";
-    case DiffEntry::Kind::kKind: return "kind";
-    case DiffEntry::Kind::kDType: return "dtype";
-    case DiffEntry::Kind::kShape: return "shape";
-    case DiffEntry::Kind::kValue: return "value";
-    case DiffEntry::Kind::kTensor: return "tensor";
+    case DiffEntry::Kind::kOnlyInA:
+      return "only_in_a";
+    case DiffEntry::Kind::kOnlyInB:
+      return "only_in_b";
+    case DiffEntry::Kind::kKind:
+      return "kind";
+    case DiffEntry::Kind::kDType:
+      return "dtype";
+    case DiffEntry::Kind::kShape:
+      return "shape";
+    case DiffEntry::Kind::kValue:
+      return "value";
+    case DiffEntry::Kind::kTensor:
+      return "tensor";
   }
   return "?";
 }

@@ -6,9 +6,9 @@
 #include <unordered_set>
 
 #include "format/pickle.h"
+#include "format/value_access.h"
 #include "util/bytes.h"
 #include "util/errors.h"
-#include "format/value_access.h"
 
 namespace ckpt::pickle {
 namespace {
@@ -915,8 +915,9 @@ class Unpickler {
 
 }  // namespace
 
-bool is_script_type(const std::string& type) { return type == "__torch__" || type.rfind("__torch__.", 0) == 0; }
-
+bool is_script_type(const std::string& type) {
+  return type == "__torch__" || type.rfind("__torch__.", 0) == 0;
+}
 
 Value unpickle(const std::byte* data, size_t size, const PersistentLoad& persistent_load, const Limits& limits,
                size_t* consumed) {

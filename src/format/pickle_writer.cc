@@ -5,9 +5,9 @@
 
 #include "format/pickle.h"
 #include "format/storage_types.h"
+#include "format/value_access.h"
 #include "util/bytes.h"
 #include "util/errors.h"
-#include "format/value_access.h"
 
 namespace ckpt::pickle {
 namespace {

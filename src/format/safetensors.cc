@@ -28,10 +28,10 @@ struct DTypeName {
   std::optional<DType> dtype;
 };
 constexpr DTypeName kDTypes[] = {
-    {"BOOL", DType::kBool},  {"U8", DType::kUInt8},      {"I8", DType::kInt8},     {"F8_E5M2", std::nullopt},
-    {"F8_E4M3", std::nullopt}, {"I16", DType::kInt16},   {"U16", std::nullopt},    {"F16", DType::kFloat16},
-    {"BF16", DType::kBFloat16}, {"I32", DType::kInt32},  {"U32", std::nullopt},    {"F32", DType::kFloat32},
-    {"F64", DType::kFloat64},  {"I64", DType::kInt64},   {"U64", std::nullopt},
+    {"BOOL", DType::kBool},     {"U8", DType::kUInt8},  {"I8", DType::kInt8},  {"F8_E5M2", std::nullopt},
+    {"F8_E4M3", std::nullopt},  {"I16", DType::kInt16}, {"U16", std::nullopt}, {"F16", DType::kFloat16},
+    {"BF16", DType::kBFloat16}, {"I32", DType::kInt32}, {"U32", std::nullopt}, {"F32", DType::kFloat32},
+    {"F64", DType::kFloat64},   {"I64", DType::kInt64}, {"U64", std::nullopt},
 };
 
 int rank_of(DType d) {
@@ -176,7 +176,8 @@ bool looks_like(const std::byte* data, uint64_t size) {
 Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report) {
   const uint64_t size = file->size();
   const std::byte* p = file->data();
-  if (size < 8) fail(ErrorKind::kCorruption, "safetensors: file is ", size, " bytes, shorter than the 8-byte header length");
+  if (size < 8)
+    fail(ErrorKind::kCorruption, "safetensors: file is ", size, " bytes, shorter than the 8-byte header length");
   const uint64_t n = load_le64(p);
   if (n > kMaxHeader)
     fail(ErrorKind::kCorruption, "safetensors: the header claims ", n, " bytes, more than the format's limit of ",
@@ -201,8 +202,7 @@ Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, Ver
       if (!it->is_object()) fail(ErrorKind::kCorruption, "safetensors: \"__metadata__\" is not an object");
       metadata = Value::new_dict();
       for (auto m = it->begin(); m != it->end(); ++m) {
-        if (!m->is_string())
-          fail(ErrorKind::kCorruption, "safetensors: metadata '", m.key(), "' is not a string");
+        if (!m->is_string()) fail(ErrorKind::kCorruption, "safetensors: metadata '", m.key(), "' is not a string");
         metadata.dict().set(m.key(), m->get<std::string>());
       }
       continue;
@@ -313,8 +313,8 @@ SavedFile write(io::Env* env, const Value& value, const std::string& path, const
     const TensorRef& t = flat.tensors[i].second;
     t.check_bounds();
     const uint64_t bytes = uint64_t(t.numel()) * element_size(t.dtype);
-    header[flat.tensors[i].first] = Json{{"dtype", kDTypes[rank].name}, {"shape", t.sizes},
-                                         {"data_offsets", {offset, offset + bytes}}};
+    header[flat.tensors[i].first] =
+        Json{{"dtype", kDTypes[rank].name}, {"shape", t.sizes}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();

@@ -30,7 +30,9 @@ bool is_instance(const Value& v) {
   return v.is_object() && pickle::is_script_type(v.object_type()) && v.object_args().is_dict();
 }
 
-const Dict& attrs(const Value& obj) { return obj.object_args().dict(); }
+const Dict& attrs(const Value& obj) {
+  return obj.object_args().dict();
+}
 
 // A tensor as state_dict() returns it: detached, not a Parameter (the same storage).
 Value plain_tensor(const Value& t) {
@@ -103,7 +105,8 @@ Value optimizer_state(const Value& root) {
     if (!is_instance(g)) fail(ErrorKind::kCorruption, "TorchScript optimizer: a param group is ", g.kind_name());
     Value group = Value::new_dict();
     const Value& options = attr(g, "options", "param group");
-    if (!is_instance(options)) fail(ErrorKind::kCorruption, "TorchScript optimizer: 'options' is ", options.kind_name());
+    if (!is_instance(options))
+      fail(ErrorKind::kCorruption, "TorchScript optimizer: 'options' is ", options.kind_name());
     for (const auto& [k, v] : attrs(options)) group.dict().set(k, plain(v, 0));
     std::vector<Value> params;
     for (const Value& address : numbered(g, "params")) {
@@ -119,11 +122,10 @@ Value optimizer_state(const Value& root) {
   for (const auto& [k, v] : attrs(state_obj)) {
     auto it = k.is_string() ? index_of.find(k.to_string()) : index_of.end();
     if (it == index_of.end())
-      fail(ErrorKind::kCorruption, "TorchScript optimizer: state for ", short_repr(k),
-           ", which no param group lists");
+      fail(ErrorKind::kCorruption, "TorchScript optimizer: state for ", short_repr(k), ", which no param group lists");
     Value st = plain(v, 0);
-    if (!st.is_dict()) fail(ErrorKind::kCorruption, "TorchScript optimizer: state of ", short_repr(k), " is ",
-                            st.kind_name());
+    if (!st.is_dict())
+      fail(ErrorKind::kCorruption, "TorchScript optimizer: state of ", short_repr(k), " is ", st.kind_name());
     states.emplace_back(it->second, st);
   }
   std::sort(states.begin(), states.end(), [](const auto& x, const auto& y) { return x.first < y.first; });

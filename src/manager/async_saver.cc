@@ -121,8 +121,12 @@ void AsyncSaver::save(const Value& value, const std::string& path, const SaveOpt
                       PublishedFn on_published) {
   impl_->save(value, path, options, std::move(on_published));
 }
-void AsyncSaver::wait() { impl_->wait(); }
-size_t AsyncSaver::pending() const { return impl_->pending(); }
+void AsyncSaver::wait() {
+  impl_->wait();
+}
+size_t AsyncSaver::pending() const {
+  return impl_->pending();
+}
 
 AsyncSaver::Impl::~Impl() {
   {

@@ -455,9 +455,8 @@ struct CheckpointManager::Impl {
     if (opt.async) {
       if (!saver) saver = std::make_unique<AsyncSaver>(opt.max_in_flight);
       naming(rec, [&] {
-        saver->save(checkpoint, rec.path, so, [this, rec, naming](const SavedFile& f) {
-          naming(rec, [&] { commit(f, rec); });
-        });
+        saver->save(checkpoint, rec.path, so,
+                    [this, rec, naming](const SavedFile& f) { naming(rec, [&] { commit(f, rec); }); });
       });
     } else {
       naming(rec, [&] { commit(ckpt::save(checkpoint, rec.path, so), rec); });

@@ -34,13 +34,20 @@ std::string line(const DiffEntry& e) {
     values = str_cat(e.differing, " of ", e.numel, " elements differ",
                      e.differing ? ", max abs " + g(e.max_abs) + ", max rel " + g(e.max_rel) : std::string());
   switch (e.kind) {
-    case DiffEntry::Kind::kOnlyInA: return str_cat("only in A: ", at, " (", e.a, ")");
-    case DiffEntry::Kind::kOnlyInB: return str_cat("only in B: ", at, " (", e.b, ")");
-    case DiffEntry::Kind::kKind: return str_cat("kind:  ", at, ": ", e.a, " vs ", e.b);
-    case DiffEntry::Kind::kShape: return str_cat("shape: ", at, ": ", e.a, " vs ", e.b);
-    case DiffEntry::Kind::kValue: return str_cat("value: ", at, ": ", e.a, " vs ", e.b);
-    case DiffEntry::Kind::kDType: return str_cat("dtype: ", at, ": ", e.a, " vs ", e.b, values.empty() ? "" : "; ", values);
-    case DiffEntry::Kind::kTensor: return str_cat("tensor: ", at, ": ", values);
+    case DiffEntry::Kind::kOnlyInA:
+      return str_cat("only in A: ", at, " (", e.a, ")");
+    case DiffEntry::Kind::kOnlyInB:
+      return str_cat("only in B: ", at, " (", e.b, ")");
+    case DiffEntry::Kind::kKind:
+      return str_cat("kind:  ", at, ": ", e.a, " vs ", e.b);
+    case DiffEntry::Kind::kShape:
+      return str_cat("shape: ", at, ": ", e.a, " vs ", e.b);
+    case DiffEntry::Kind::kValue:
+      return str_cat("value: ", at, ": ", e.a, " vs ", e.b);
+    case DiffEntry::Kind::kDType:
+      return str_cat("dtype: ", at, ": ", e.a, " vs ", e.b, values.empty() ? "" : "; ", values);
+    case DiffEntry::Kind::kTensor:
+      return str_cat("tensor: ", at, ": ", values);
   }
   return at;
 }
@@ -101,9 +108,8 @@ int diff_command(const std::string& a_arg, const std::string& b_arg, double rtol
     return r.equal() ? 0 : 1;
   }
   for (const auto& e : r.entries) std::cout << line(e) << "\n";
-  const std::string counts =
-      str_cat(r.tensors_compared, " tensors, ", r.elements_compared, " elements compared; rtol ", g(rtol), ", atol ",
-              g(atol));
+  const std::string counts = str_cat(r.tensors_compared, " tensors, ", r.elements_compared, " elements compared; rtol ",
+                                     g(rtol), ", atol ", g(atol));
   if (r.equal())
     std::cout << "A and B are equal (" << counts << ")\n";
   else

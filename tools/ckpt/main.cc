@@ -16,11 +16,11 @@
 #include "ckpt/manager.h"
 #include "ckpt/serialize.h"
 #include "diff_cmd.h"
+#include "format/value_access.h"
 #include "plot.h"
 #include "progress.h"
 #include "util/errors.h"
 #include "util/text.h"
-#include "format/value_access.h"
 
 namespace {
 
@@ -308,9 +308,14 @@ int cmd_verify(const std::string& file, bool quiet, bool json) {
                              {"size", rec.size},
                              {"crc32", rec.crc_checked ? Json(ckpt::hex32(rec.crc32)) : Json(nullptr)},
                              {"crc_checked", rec.crc_checked}});
-    Json out{{"file", file},         {"ok", true},          {"format", r.format},
-             {"file_size", r.file_size}, {"tensors", r.tensors}, {"storages", r.storages},
-             {"tensor_bytes", r.tensor_bytes}, {"records", records}};
+    Json out{{"file", file},
+             {"ok", true},
+             {"format", r.format},
+             {"file_size", r.file_size},
+             {"tensors", r.tensors},
+             {"storages", r.storages},
+             {"tensor_bytes", r.tensor_bytes},
+             {"records", records}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
