@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt {
 namespace {
@@ -73,12 +74,6 @@ double element(const std::byte* p, DType d, int part) {
 
 bool is_complex(DType d) {
   return d == DType::kComplex64 || d == DType::kComplex128;
-}
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
 }
 
 std::string describe(const Value& v) {

@@ -38,4 +38,10 @@ std::string human_bytes(uint64_t bytes) {
   return buf;
 }
 
+std::string shape_text(const std::vector<int64_t>& sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
 }  // namespace ckpt

@@ -35,12 +35,6 @@ std::string key_text(const Value& k) {
   return ckpt::short_repr(k);
 }
 
-std::string shape_text(const ckpt::TensorRef& t) {
-  std::string s = "[";
-  for (size_t i = 0; i < t.sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(t.sizes[i]);
-  return s + "]";
-}
-
 uint64_t tensor_bytes(const ckpt::TensorRef& t) {
   return static_cast<uint64_t>(t.numel()) * ckpt::element_size(t.dtype);
 }
@@ -98,8 +92,9 @@ class TextPrinter : public Walker {
     std::string desc;
     if (v.is_tensor()) {
       const auto& t = v.tensor();
-      desc = str_cat(t.is_parameter ? "Parameter " : "Tensor ", ckpt::dtype_name(t.dtype), " ", shape_text(t), " ",
-                     tensor_bytes(t), " bytes", t.requires_grad ? " requires_grad" : "");
+      desc =
+          str_cat(t.is_parameter ? "Parameter " : "Tensor ", ckpt::dtype_name(t.dtype), " ", ckpt::shape_text(t.sizes),
+                  " ", tensor_bytes(t), " bytes", t.requires_grad ? " requires_grad" : "");
     } else if (v.is_dict() || v.is_list() || v.is_tuple()) {
       desc = str_cat(v.kind_name(), ", ", v.size(), v.size() == 1 ? " item" : " items");
     } else {
