@@ -245,8 +245,12 @@ void AsyncSaver::Impl::run() {
     std::shared_ptr<Arena> arena = std::move(job->arena);
     job.reset();  // drops the snapshot's references to the arena
     {
+      // The error changes hands under the lock, and this thread keeps no reference to it: the
+      // exception's reference counts live in the uninstrumented runtime, so only the mutex
+      // orders this thread's last touch before the caller's rethrow (and ThreadSanitizer sees it).
       std::lock_guard<std::mutex> lock(mu_);
-      if (err && !error_) error_ = err;
+      if (err && !error_) error_ = std::move(err);
+      err = nullptr;
       free_arenas_.push_back(std::move(arena));
       --in_flight_;
     }
