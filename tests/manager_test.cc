@@ -837,6 +837,27 @@ TEST(Preemption, AFirstSignalSetsTheFlagASecondEndsTheProcess) {
   EXPECT_EQ(WTERMSIG(status), SIGINT);
 }
 
+TEST(Preemption, ASignalWhileTheRunDirectoryIsOpenedIsCaughtNotFatal) {
+  // A job scheduler sends SIGTERM whenever it likes; the first file the manager writes (index.json)
+  // is what a watcher sees first, so by then the guard must already be in place.
+  TempDir dir;
+  pid_t child = ::fork();
+  if (child == 0) {
+    test::FaultEnv env;
+    env.pause_after = 0;
+    env.on_pause = [] { ::raise(SIGTERM); };
+    ManagerOptions o = quiet();
+    o.handle_preemption = true;
+    o.env = &env;
+    CheckpointManager m(dir.file("run"), o);
+    ::_exit(env.on_pause == nullptr && m.preemption_requested() ? 0 : 12);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_FALSE(WIFSIGNALED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST(Preemption, TheGuardRestoresThePreviousHandlers) {
   struct sigaction before {};
   ::sigaction(SIGTERM, nullptr, &before);

@@ -480,8 +480,10 @@ CheckpointManager::CheckpointManager(std::string directory, ManagerOptions optio
   if (!options_.monitor.empty() && options_.name_template.find('{') == std::string::npos)
     fail(ErrorKind::kInvalidArgument, "name template '", options_.name_template, "' has no fields");
   impl_ = std::make_unique<Impl>(dir_, options_);
-  impl_->open();
+  // The guard goes in before open() writes anything: a SIGTERM that arrives once the run directory
+  // shows signs of life must be caught and answered with a checkpoint, not end the process.
   if (options_.handle_preemption) impl_->preemption = std::make_unique<PreemptionGuard>(options_.preempt_on_sigusr1);
+  impl_->open();
 }
 
 CheckpointManager::~CheckpointManager() {
