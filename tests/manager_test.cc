@@ -326,10 +326,10 @@ TEST(Cadence, EveryNStepsEveryNEpochsEveryTMinutes) {
 
   TempDir dir2;
   ManagerOptions t = quiet();
-  t.save_every_minutes = 0.05 / 60;  // 50 ms
+  t.save_every_minutes = 1.0 / 60;  // 1 s: long enough that a loaded or sanitized run is not late
   CheckpointManager timed(dir2.file("run"), t);
   EXPECT_FALSE(timed.should_save_step(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   EXPECT_TRUE(timed.should_save_step(2));
   save(timed, 2, 0, 1.0);
   EXPECT_FALSE(timed.should_save_step(3));  // the clock restarts at each save
