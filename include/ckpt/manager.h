@@ -100,7 +100,8 @@ struct ManagerOptions {
   bool durable = true;       // fsync files and directory (false only for tests and scratch runs)
   bool verify_on_restore = true;
   // Turn SIGTERM and SIGINT (and SIGUSR1 if asked) into "save at the next step() or
-  // end_epoch(), then preempted() is true"; a second signal ends the process at once.
+  // end_epoch(), then preempted() is true"; a second signal ends the process at once. The
+  // handlers are in place before the constructor touches the run directory.
   bool handle_preemption = false;
   bool preempt_on_sigusr1 = false;
 
