@@ -161,6 +161,48 @@ TEST(Safetensors, MappedTensorsViewTheFile) {
   EXPECT_EQ(b - a, 256 * 4);
 }
 
+// Older safetensors writers laid tensors out in name order, unaligned. With a header of 0x380
+// bytes the file starts with 0x80 0x03 — the pickle PROTO 3 opcode a legacy torch.save file
+// starts with — and must still be read as safetensors: the header itself decides.
+TEST(Safetensors, AHeaderLengthStartingWithThePickleProtoByteIsSafetensors) {
+  const std::string json =
+      R"({"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]},)"
+      R"("c":{"dtype":"I64","shape":[1],"data_offsets":[11,19]}})";
+  std::string header = json + std::string(0x380 - json.size(), ' ');
+  std::string buffer = "\x01\x02\x03";
+  const float b[2] = {1.5f, -2.0f};
+  const int64_t c = -7;
+  buffer.append(reinterpret_cast<const char*>(b), 8).append(reinterpret_cast<const char*>(&c), 8);
+  std::string bytes;
+  put_le64(bytes, header.size());
+  bytes += header + buffer;
+  ASSERT_EQ(uint8_t(bytes[0]), 0x80);
+  ASSERT_EQ(uint8_t(bytes[1]), 0x03);
+  TempDir dir;
+  test::write_file(dir.file("old.safetensors"), bytes);
+  for (bool mmap : {false, true}) {
+    SCOPED_TRACE(mmap ? "mmap" : "eager");
+    LoadOptions o;
+    o.mmap = mmap;
+    Value v = load(dir.file("old.safetensors"), o);
+    ASSERT_EQ(v.dict().size(), 3u);
+    EXPECT_EQ(v.dict().items()[0].first.to_string(), "a");
+    EXPECT_EQ(std::memcmp(v["a"].tensor().storage->data(), "\x01\x02\x03", 3), 0);
+    float got[2];
+    std::memcpy(got, v["b"].tensor().storage->data() + v["b"].tensor().storage_offset * 4, 8);
+    EXPECT_EQ(got[0], 1.5f);
+    EXPECT_EQ(got[1], -2.0f);
+    int64_t gc;
+    std::memcpy(&gc, v["c"].tensor().storage->data() + v["c"].tensor().storage_offset * 8, 8);
+    EXPECT_EQ(gc, -7);
+  }
+  EXPECT_NE(verify(dir.file("old.safetensors")).format.find("safetensors"), std::string::npos);
+  // A real legacy file still goes to the legacy reader: its first 8 bytes, read as a length, are
+  // far over the safetensors limit.
+  expect_error([&] { load_from_bytes(test::unhex("80028a0a6cfc9c46f9206aa85019") + ".{}"); }, ErrorKind::kCorruption,
+               "legacy");
+}
+
 TEST(Diff, ReportsKeysKindsShapesAndElementCounts) {
   Value a = Value::new_dict(), b = Value::new_dict();
   a.dict().set("same", tensor(DType::kFloat32, {4}, {1, 2, 3, 4}));

@@ -211,6 +211,8 @@ void expect_refused(const std::string& name, const std::string& bytes, ErrorKind
           report = "unexpected message: " + what, code = 4;
         else if (what.find('\n') != std::string::npos)
           report = "multi-line: " + what, code = 5;
+        else if (!test::unprintable_at(what).empty())
+          report = "not printable (" + test::unprintable_at(what) + "): " + what, code = 10;
       } catch (const std::bad_alloc&) {
         report = "ran out of its " + std::to_string(kMemoryMiB) + " MiB", code = 6;
       } catch (const std::exception& e) {
@@ -331,9 +333,129 @@ TEST(Hostile, TorchScriptObjectsAreReadAsDataOrRefused) {
                  "holds int, not a module");
 }
 
+std::string safetensors_file(const std::string& header, const std::string& buffer, int64_t claimed = -1);
+
+// torch.jit.save wraps typed lists in torch.jit._pickle's builders (each returns its argument):
+// read inside a TorchScript archive, refused in a torch.save file as weights_only refuses them;
+// a builder called the wrong way is refused, not trusted.
+TEST(Hostile, TorchScriptListBuildersAreCheckedAndOnlyForTorchScript) {
+  auto module = [](const std::string& attrs) {
+    return Pickle().global("__torch__", "M").op(")").op("\x81").op("}").op(attrs).op("b").done();
+  };
+  auto ints = [](const std::string& builder, const std::string& args) {
+    return Pickle().str("x").global("torch.jit._pickle", builder).op(args).reduce().op("s").s.substr(2);
+  };
+  // Good use loads: List[int], List[float], List[bool], List[str] (type-tagged), Dict[str, int].
+  std::string good = ints("build_intlist",
+                          "(](K\x01K\x02"
+                          "et") +
+                     ints("build_doublelist", "(](G" + std::string("?\xf8\0\0\0\0\0\0", 8) + "et") +
+                     ints("build_boollist",
+                          "(](\x88\x89"
+                          "et") +
+                     ints("build_tensorlist", "(]t") +
+                     Pickle()
+                         .str("s")
+                         .global("torch.jit._pickle", "restore_type_tag")
+                         .op("](")
+                         .str("a")
+                         .op("e")
+                         .str("List[str]")
+                         .op("\x86")
+                         .reduce()
+                         .op("s")
+                         .s.substr(2) +
+                     Pickle()
+                         .str("d")
+                         .global("torch.jit._pickle", "restore_type_tag")
+                         .op("}")
+                         .str("Dict[str, int]")
+                         .op("\x86")
+                         .reduce()
+                         .op("s")
+                         .s.substr(2);
+  {
+    TempDir dir;
+    test::write_file(dir.file("typed.pt"), script_archive(module(good)));
+    try {
+      load(dir.file("typed.pt"));
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  expect_refused("builder-in-torch-save",
+                 archive(Pickle()
+                             .op("}")
+                             .op(ints("build_intlist",
+                                      "(](K\x01"
+                                      "et"))
+                             .done()),
+                 ErrorKind::kUnsafe, "'torch.jit._pickle.build_intlist' is not allowed in a torch.save file");
+  expect_refused("builder-no-args", script_archive(module(ints("build_intlist", ")"))), ErrorKind::kCorruption,
+                 "torch.jit._pickle.build_intlist takes 1 argument, not 0");
+  expect_refused("builder-two-args",
+                 script_archive(module(ints("build_boollist",
+                                            "(](\x88"
+                                            "e]t"))),
+                 ErrorKind::kCorruption, "build_boollist takes 1 argument, not 2");
+  expect_refused("builder-not-list", script_archive(module(ints("build_intlist", "(K\x05t"))), ErrorKind::kCorruption,
+                 "build_intlist: the argument is int, not a list");
+  expect_refused("builder-wrong-item",
+                 script_archive(module(ints("build_intlist",
+                                            "(](K\x01\x88"
+                                            "et"))),
+                 ErrorKind::kCorruption, "build_intlist: item 1 is bool, not int");
+  expect_refused("builder-tensorlist-int",
+                 script_archive(module(ints("build_tensorlist",
+                                            "(](K\x01"
+                                            "et"))),
+                 ErrorKind::kCorruption, "build_tensorlist: item 0 is int, not tensor");
+  expect_refused("type-tag-one-arg", script_archive(module(ints("restore_type_tag", "(]t"))), ErrorKind::kCorruption,
+                 "restore_type_tag takes 2 arguments, not 1");
+  expect_refused("type-tag-int-type", script_archive(module(ints("restore_type_tag", "(]K\x01t"))),
+                 ErrorKind::kCorruption, "restore_type_tag: the type is int, not a str");
+  expect_refused("type-tag-of-int",
+                 script_archive(module(ints("restore_type_tag", "(K\x01" + Pickle().str("int").s.substr(2) + "t"))),
+                 ErrorKind::kCorruption, "restore_type_tag: the value is int, not a list or dict");
+  // Names PyTorch never had are not builders.
+  expect_refused("builder-unknown", script_archive(module(ints("build_stringlist", "(]t"))), ErrorKind::kUnsafe,
+                 "'torch.jit._pickle.build_stringlist' is not allowed");
+}
+
+// Whatever bytes a file puts in a name, the message quotes them as printable text on one line
+// (expect_refused checks every message so; these aim at each kind of name).
+TEST(Hostile, NamesWithControlBytesOrBadUtf8AreQuotedPrintably) {
+  expect_refused("global-bytes", archive(Pickle().global("os\x1b[2J\xff\r", "sys\x07tem\xc3(").op(")").reduce().done()),
+                 ErrorKind::kUnsafe, "global 'os\\x1B[2J\\xFF\\r.sys\\x07tem\\xC3(' is not allowed");
+  expect_refused("global-bidi",
+                 archive(Pickle()
+                             .global("a\xe2\x80\xae"
+                                     "b",
+                                     "\xc2\x85"
+                                     "c")
+                             .done()),
+                 ErrorKind::kUnsafe, "global 'a\\u{202E}b.\\u{0085}c'");
+  expect_refused("global-long", archive(Pickle().global(std::string(100000, 'm'), "x").done()), ErrorKind::kUnsafe,
+                 std::string(200, 'm') + "...' is not allowed");
+  expect_refused("record-bytes",
+                 build_zip({{"archive/data.pkl", Pickle().op("N").done()}, {"other\x01\xfe/version", "3\n"}}).bytes,
+                 ErrorKind::kCorruption, "record 'other\\x01\\xFE/version' is outside the archive directory");
+  expect_refused("persid-bytes", archive(Pickle().mark().str("mod\x1bule").str("x").tuple().op("Q").done()),
+                 ErrorKind::kUnsafe, "persistent id of kind 'mod\\x1Bule'");
+  expect_refused("st-dtype-bytes",
+                 safetensors_file(R"({"a":{"dtype":"F\u0000\u001b","shape":[1],"data_offsets":[0,4]}})", "0000"),
+                 ErrorKind::kCorruption, "unknown dtype 'F\\x00\\x1B'");
+  expect_refused(
+      "st-name-bytes",
+      safetensors_file("{\"w\xe2\x80\xae\\t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", "0000"),
+      ErrorKind::kCorruption, "tensor 'w\\u{202E}\\t'");
+  expect_refused("st-json-bytes", safetensors_file("{\"\x01\x02\": 1}", ""), ErrorKind::kCorruption,
+                 "the header is not valid JSON");
+}
+
 // --- safetensors ----------------------------------------------------------------------------------
 
-std::string safetensors_file(const std::string& header, const std::string& buffer, int64_t claimed = -1) {
+std::string safetensors_file(const std::string& header, const std::string& buffer, int64_t claimed) {
   std::string out = le64(claimed >= 0 ? uint64_t(claimed) : header.size()) + header + buffer;
   return out;
 }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -106,6 +107,36 @@ class TempDir {
   std::string path_;
 };
 
+// "" when `s` is one line of printable, valid UTF-8 (no C0/C1 control, DEL, zero-width or bidi
+// control, line or paragraph separator, BOM); else what is wrong and where. Written apart from
+// util's printable(), so that it checks it.
+inline std::string unprintable_at(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const std::string at = " at byte " + std::to_string(i);
+    if (c < 0x20 || c == 0x7F) return "control byte " + std::to_string(c) + at;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return "invalid UTF-8" + at;
+    uint32_t cp = c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return "invalid UTF-8" + at;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    const uint32_t min = n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return "invalid UTF-8" + at;
+    if (cp <= 0x9F || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202E) ||
+        (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF)
+      return "invisible or control code point" + at;
+    i += n;
+  }
+  return "";
+}
+
 // Expects `f` to throw ckpt::Error of `kind` whose message contains `needle`.
 template <class F>
 void expect_error(F&& f, ErrorKind kind, const std::string& needle) {
@@ -115,7 +146,7 @@ void expect_error(F&& f, ErrorKind kind, const std::string& needle) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), kind) << e.what();
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "multi-line error: " << e.what();
+    EXPECT_EQ(unprintable_at(e.what()), "") << "not one printable line: " << e.what();
   }
 }
 

@@ -138,13 +138,13 @@ PidInfo parse_pid(const Value& pid, size_t expected_len) {
     fail(ErrorKind::kCorruption, "persistent id is not a ('storage', ...) tuple");
   const auto& t = pid.items();
   if (t[0].to_string() != "storage")
-    fail(ErrorKind::kUnsafe, "persistent id of kind '", t[0].to_string(), "' (only storages are allowed)");
+    fail(ErrorKind::kUnsafe, "persistent id of kind '", printable(t[0].to_string()), "' (only storages are allowed)");
   if (t.size() != expected_len)
     fail(ErrorKind::kCorruption, "storage persistent id has ", t.size(), " fields, expected ", expected_len);
   if (!t[1].is_object()) fail(ErrorKind::kCorruption, "storage type is ", t[1].kind_name());
   auto dtype = dtype_of_storage_class(t[1].object_type());
   if (!dtype)
-    fail(ErrorKind::kUnsupported, "storage type '", t[1].object_type(),
+    fail(ErrorKind::kUnsupported, "storage type '", printable(t[1].object_type()),
          "' is not supported (quantized tensors are not)");
   if (!t[2].is_string()) fail(ErrorKind::kCorruption, "storage key is ", t[2].kind_name());
   if (!t[3].is_string()) fail(ErrorKind::kCorruption, "storage location is ", t[3].kind_name());
@@ -155,7 +155,7 @@ PidInfo parse_pid(const Value& pid, size_t expected_len) {
 uint64_t checked_nbytes(uint64_t numel, DType dtype, uint64_t file_size, const std::string& key) {
   uint64_t elem = element_size(dtype);
   if (numel > file_size / elem)
-    fail(ErrorKind::kCorruption, "storage '", key, "' claims ", numel, " elements of ", elem,
+    fail(ErrorKind::kCorruption, "storage '", printable(key), "' claims ", numel, " elements of ", elem,
          " bytes, more than the file holds (", file_size, " bytes)");
   return numel * elem;
 }
@@ -177,6 +177,9 @@ class ArchiveReader {
     if (report_) report_->file_size = size;
     if (size == 0) fail(ErrorKind::kCorruption, "empty file (0 bytes), not a checkpoint");
     if (size >= 4 && load_le32(p) == 0x04034b50) return read_zip();
+    // safetensors before legacy: a safetensors header's length can begin with 0x80 too (0x380
+    // bytes, say); a legacy file's first 8 bytes, read as that length, are far over the limit.
+    if (safetensors::has_header(file_->data(), size)) return safetensors::read(file_, options_, report_);
     // Legacy files start with the pickled magic number (torch honours pickle_protocol there).
     if (size >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5) return read_legacy();
     if (safetensors::looks_like(file_->data(), size)) return safetensors::read(file_, options_, report_);
@@ -201,8 +204,8 @@ class ArchiveReader {
     if (stored == 0 && n > 0) return;  // written without CRCs (torch 2.6+ option): unchecked
     uint32_t crc = crc32_parallel(data, static_cast<size_t>(n));
     if (crc != stored)
-      fail(ErrorKind::kCorruption, "record '", name, "': CRC-32 mismatch (stored ", hex32(stored), ", computed ",
-           hex32(crc), ")");
+      fail(ErrorKind::kCorruption, "record '", printable(name), "': CRC-32 mismatch (stored ", hex32(stored),
+           ", computed ", hex32(crc), ")");
     if (rr) rr->crc_checked = true;
   }
 
@@ -218,13 +221,14 @@ class ArchiveReader {
       const std::string& first = entries[0].name;
       auto slash = first.find('/');
       if (slash == std::string::npos || slash == 0)
-        fail(ErrorKind::kCorruption, "not a PyTorch archive: record '", first, "' is not in a subdirectory");
+        fail(ErrorKind::kCorruption, "not a PyTorch archive: record '", printable(first), "' is not in a subdirectory");
       prefix = first.substr(0, slash + 1);
     }
     std::unordered_map<std::string, const zip::Entry*> by_name;
     for (const auto& e : entries) {
       if (e.name.compare(0, prefix.size(), prefix) != 0)
-        fail(ErrorKind::kCorruption, "record '", e.name, "' is outside the archive directory '", prefix, "'");
+        fail(ErrorKind::kCorruption, "record '", printable(e.name), "' is outside the archive directory '",
+             printable(prefix), "'");
       by_name[e.name.substr(prefix.size())] = &e;
     }
     // TorchScript (torch.jit.save, LibTorch's torch::save): read as state dicts, see torchscript.h.
@@ -252,7 +256,8 @@ class ArchiveReader {
     while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9' && digits < 6)
       v = v * 10 + uint64_t(text[digits++] - '0');
     if (digits == 0 || v < 1 || v > 10)
-      fail(ErrorKind::kUnsupported, "archive format version '", text.substr(0, 16), "' (supported: 1 to 10)");
+      fail(ErrorKind::kUnsupported, "archive format version '", printable(text.substr(0, 16)),
+           "' (supported: 1 to 10)");
 
     bool big_endian = false;
     if (const zip::Entry* bo = record("byteorder")) {
@@ -260,7 +265,7 @@ class ArchiveReader {
       if (order == "big")
         big_endian = true;
       else if (order != "little")
-        fail(ErrorKind::kCorruption, "byteorder record says '", order.substr(0, 16), "'");
+        fail(ErrorKind::kCorruption, "byteorder record says '", printable(order.substr(0, 16)), "'");
     }
 
     const zip::Entry* pkl = record("data.pkl");
@@ -274,12 +279,14 @@ class ArchiveReader {
       PidInfo info = parse_pid(pid, 5);
       PendingStorage& s = storage_for(info, [&](PendingStorage& ps) {
         const zip::Entry* e = record("data/" + info.key);
-        if (!e) fail(ErrorKind::kCorruption, "storage '", info.key, "' has no record 'data/", info.key, "'");
+        if (!e)
+          fail(ErrorKind::kCorruption, "storage '", printable(info.key), "' has no record 'data/", printable(info.key),
+               "'");
         // The record's size is bounded by the file (stored) or the deflate ratio (compressed).
         const uint64_t elem = element_size(info.dtype);
         if (info.numel > e->size / elem || info.numel * elem != e->size)
-          fail(ErrorKind::kCorruption, "record '", e->name, "' has ", e->size, " bytes but its storage needs ",
-               info.numel, " x ", elem, "-byte ", dtype_name(info.dtype));
+          fail(ErrorKind::kCorruption, "record '", printable(e->name), "' has ", e->size,
+               " bytes but its storage needs ", info.numel, " x ", elem, "-byte ", dtype_name(info.dtype));
         const uint64_t nbytes = e->size;
         bool mappable =
             options_.mmap && e->method == 0 && !big_endian && e->data_offset % element_size(info.dtype) == 0;
@@ -451,7 +458,7 @@ class ArchiveReader {
       uint32_t crc = job.piece_crcs[0];
       for (size_t k = 1; k < job.piece_crcs.size(); ++k) crc = crc32_combine(crc, job.piece_crcs[k], job.piece_lens[k]);
       if (crc != job.entry->crc32)
-        fail(ErrorKind::kCorruption, "record '", job.entry->name, "': CRC-32 mismatch (stored ",
+        fail(ErrorKind::kCorruption, "record '", printable(job.entry->name), "': CRC-32 mismatch (stored ",
              hex32(job.entry->crc32), ", computed ", hex32(crc), ")");
     }
   }
@@ -483,7 +490,8 @@ class ArchiveReader {
   }
 
   std::string read_small(const zip::Entry& e) {
-    if (e.size > 4096) fail(ErrorKind::kCorruption, "record '", e.name, "' is ", e.size, " bytes, expected a few");
+    if (e.size > 4096)
+      fail(ErrorKind::kCorruption, "record '", printable(e.name), "' is ", e.size, " bytes, expected a few");
     std::string s;
     zip::read_entry(file_->data(), file_->size(), e, &s);
     check_crc(e.name, reinterpret_cast<const std::byte*>(s.data()), s.size(), e.crc32, nullptr);
@@ -495,7 +503,8 @@ class ArchiveReader {
     auto it = storages_.find(info.key);
     if (it != storages_.end()) {
       if (it->second.dtype != info.dtype || it->second.numel != info.numel)
-        fail(ErrorKind::kCorruption, "storage '", info.key, "' is named twice with different types or sizes");
+        fail(ErrorKind::kCorruption, "storage '", printable(info.key),
+             "' is named twice with different types or sizes");
       return it->second;
     }
     PendingStorage& ps = storages_[info.key];
@@ -567,25 +576,27 @@ class ArchiveReader {
       if (!k.is_string()) fail(ErrorKind::kCorruption, "legacy storage key is ", k.kind_name());
       auto it = storages_.find(k.to_string());
       if (it == storages_.end())
-        fail(ErrorKind::kCorruption, "legacy storage '", k.to_string(), "' is listed but never used");
+        fail(ErrorKind::kCorruption, "legacy storage '", printable(k.to_string()), "' is listed but never used");
       PendingStorage& ps = it->second;
-      if (size - pos < 8) fail(ErrorKind::kCorruption, "legacy file truncated before storage '", ps.key, "'");
+      if (size - pos < 8)
+        fail(ErrorKind::kCorruption, "legacy file truncated before storage '", printable(ps.key), "'");
       uint64_t numel = load_le64(base + pos);
       if (numel != ps.numel)
-        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' has ", numel, " elements on disk but ", ps.numel,
-             " in the pickle");
+        fail(ErrorKind::kCorruption, "legacy storage '", printable(ps.key), "' has ", numel, " elements on disk but ",
+             ps.numel, " in the pickle");
       pos += 8;
       uint64_t nbytes = ps.storage->nbytes();
       if (size - pos < nbytes)
-        fail(ErrorKind::kCorruption, "legacy storage '", ps.key, "' needs ", nbytes, " bytes at offset ", pos,
-             " but the file ends at ", size, " (truncated?)");
+        fail(ErrorKind::kCorruption, "legacy storage '", printable(ps.key), "' needs ", nbytes, " bytes at offset ",
+             pos, " but the file ends at ", size, " (truncated?)");
       if (nbytes > 0) file_->read_at(pos, ps.storage->data(), static_cast<size_t>(nbytes));
       if (report_) report_->records.push_back(RecordReport{"storage " + ps.key, pos, nbytes, 0, false});
       pos += nbytes;
       ps.key.clear();  // mark as filled
     }
     for (const auto& [key, ps] : storages_)
-      if (!ps.key.empty()) fail(ErrorKind::kCorruption, "legacy storage '", key, "' is missing from the key list");
+      if (!ps.key.empty())
+        fail(ErrorKind::kCorruption, "legacy storage '", printable(key), "' is missing from the key list");
     if (options_.progress) options_.progress(file_->size(), file_->size());
     return root;
   }

@@ -28,6 +28,9 @@ struct Limits {
   // class becomes a class object; NEWOBJ of it with no arguments an instance (a kObject whose
   // args are its attribute dict) and BUILD with a dict sets the attributes. Nothing is imported
   // and no code of the archive runs; the archive reader turns the objects into state dicts.
+  // TorchScript's typed-list builders (torch.jit._pickle.build_intlist, build_doublelist,
+  // build_boollist, build_tensorlist, restore_type_tag) return their list, checked; outside
+  // TorchScript archives they are refused, as torch's weights_only refuses them.
   bool script_objects = false;
 };
 

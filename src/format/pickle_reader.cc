@@ -9,6 +9,7 @@
 #include "format/value_access.h"
 #include "util/bytes.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt::pickle {
 namespace {
@@ -196,6 +197,26 @@ const std::unordered_map<std::string, Global>& allowed_globals() {
     return t;
   }();
   return *table;
+}
+
+// TorchScript's list builders (torch/jit/_pickle.py; emitted by
+// torch/csrc/jit/serialization/pickler.cpp): torch.jit.save wraps an attribute of type List[int],
+// List[float], List[bool] or List[Tensor] in build_intlist / build_doublelist / build_boollist /
+// build_tensorlist(list), and any other typed list or dict in restore_type_tag(container,
+// 'List[str]'). Each returns its first argument, so they only build data; read inside TorchScript
+// archives only (weights_only refuses them in a torch.save file, and so does ckpt).
+enum class ScriptBuilder { kIntList, kDoubleList, kBoolList, kTensorList, kTypeTag };
+
+const ScriptBuilder* script_builder(const std::string& full) {
+  static const std::unordered_map<std::string, ScriptBuilder> table = {
+      {"torch.jit._pickle.build_intlist", ScriptBuilder::kIntList},
+      {"torch.jit._pickle.build_doublelist", ScriptBuilder::kDoubleList},
+      {"torch.jit._pickle.build_boollist", ScriptBuilder::kBoolList},
+      {"torch.jit._pickle.build_tensorlist", ScriptBuilder::kTensorList},
+      {"torch.jit._pickle.restore_type_tag", ScriptBuilder::kTypeTag},
+  };
+  auto it = table.find(full);
+  return it == table.end() ? nullptr : &it->second;
 }
 
 // Python 2 module names that protocol-2 pickles use (pickle's IMPORT_MAPPING, the part that
@@ -639,6 +660,12 @@ class Unpickler {
   Value make_global(const std::string& raw_module, const std::string& name) {
     if (limits_.script_objects && is_script_type(raw_module)) return Value::object(raw_module + "." + name);
     std::string full = map_module(raw_module) + "." + name;
+    if (script_builder(full)) {
+      if (limits_.script_objects) return Value::object(full);
+      bad(ErrorKind::kUnsafe, "global '", full,
+          "' is not allowed in a torch.save file (TorchScript's list builders are read only inside torch.jit.save "
+          "archives, as torch.load's weights_only refuses them too)");
+    }
     if (full == "builtins.getattr" &&
         std::string_view(reinterpret_cast<const char*>(p_), size_).find("OneCycleLR") != std::string_view::npos)
       bad(ErrorKind::kUnsafe,
@@ -647,7 +674,7 @@ class Unpickler {
           "{k: v for k, v in sched.state_dict().items() if k != 'anneal_func'} instead, or use torch 2.x, whose "
           "OneCycleLR stores '_anneal_func_type' (ckpt's OneCycleLR loads either)");
     if (allowed_globals().count(full) == 0)
-      bad(ErrorKind::kUnsafe, "global '", full,
+      bad(ErrorKind::kUnsafe, "global '", printable(full),
           "' is not allowed (ckpt loads only tensors, containers and plain values; nothing in the file is executed)");
     return Value::object(full);  // uncalled: args None
   }
@@ -667,6 +694,35 @@ class Unpickler {
       out.push_back(x.to_int());
     }
     return out;
+  }
+
+  // build_*list(list) and restore_type_tag(container, type string): the container itself, its
+  // items checked against the list's type.
+  Value build_script_list(ScriptBuilder b, const std::string& fn, const std::vector<Value>& a) const {
+    const size_t want = b == ScriptBuilder::kTypeTag ? 2 : 1;
+    if (a.size() != want)
+      bad(ErrorKind::kCorruption, fn, " takes ", want, want == 1 ? " argument" : " arguments", ", not ", a.size());
+    const Value& c = a[0];
+    if (b == ScriptBuilder::kTypeTag) {
+      if (!c.is_list() && !c.is_dict())
+        bad(ErrorKind::kCorruption, fn, ": the value is ", c.kind_name(), ", not a list or dict");
+      if (!a[1].is_string()) bad(ErrorKind::kCorruption, fn, ": the type is ", a[1].kind_name(), ", not a str");
+      return c;
+    }
+    if (!c.is_list()) bad(ErrorKind::kCorruption, fn, ": the argument is ", c.kind_name(), ", not a list");
+    const char* want_kind = b == ScriptBuilder::kIntList      ? "int"
+                            : b == ScriptBuilder::kDoubleList ? "float"
+                            : b == ScriptBuilder::kBoolList   ? "bool"
+                                                              : "tensor";
+    for (size_t i = 0; i < c.items().size(); ++i) {
+      const Value& x = c.items()[i];
+      const bool ok = b == ScriptBuilder::kIntList      ? x.is_int()
+                      : b == ScriptBuilder::kDoubleList ? x.is_float()
+                      : b == ScriptBuilder::kBoolList   ? x.is_bool()
+                                                        : x.is_tensor();
+      if (!ok) bad(ErrorKind::kCorruption, fn, ": item ", i, " is ", x.kind_name(), ", not ", want_kind);
+    }
+    return c;
   }
 
   Value rebuild_tensor(const std::vector<Value>& a, const char* fn, bool v2) {
@@ -690,7 +746,8 @@ class Unpickler {
         if (meta.is_dict()) {
           for (const auto& [k, v] : meta.dict())
             if (k.is_string() && v.is_bool() && v.to_bool())
-              bad(ErrorKind::kUnsupported, "tensor with the '", k.to_string(), "' bit set (resolve it before saving)");
+              bad(ErrorKind::kUnsupported, "tensor with the '", printable(k.to_string()),
+                  "' bit set (resolve it before saving)");
         }
       }
     }
@@ -711,9 +768,11 @@ class Unpickler {
     const std::string& fn = callable.object_type();
     const auto& a = args.items();
     if (is_script_type(fn)) {  // only made when limits_.script_objects
-      if (!a.empty()) bad(ErrorKind::kUnsupported, "TorchScript class '", fn, "' constructed with arguments");
+      if (!a.empty())
+        bad(ErrorKind::kUnsupported, "TorchScript class '", printable(fn), "' constructed with arguments");
       return Value::object(fn, Value::new_dict());  // an instance: its attributes come with BUILD
     }
+    if (const ScriptBuilder* b = script_builder(fn)) return build_script_list(*b, fn, a);
     switch (allowed_globals().at(fn)) {
       case Global::kRebuildTensorV2:
         return rebuild_tensor(a, fn.c_str(), true);
@@ -791,7 +850,7 @@ class Unpickler {
           bad(ErrorKind::kCorruption, "_codecs.encode needs (str, encoding)");
         const std::string& enc = a[1].to_string();
         if (enc != "latin1" && enc != "latin-1")
-          bad(ErrorKind::kUnsupported, "_codecs.encode with encoding '", enc, "'");
+          bad(ErrorKind::kUnsupported, "_codecs.encode with encoding '", printable(enc), "'");
         std::string out;
         if (!latin1_encode(a[0].to_string(), &out))
           bad(ErrorKind::kCorruption, "_codecs.encode of a string outside latin-1");
@@ -817,8 +876,8 @@ class Unpickler {
     if (target.is_tensor() && state.is_dict() && state.dict().empty()) return;  // no attributes
     if (target.is_object() && is_script_type(target.object_type()) && target.object_args().is_dict()) {
       if (!state.is_dict())
-        bad(ErrorKind::kUnsupported, "TorchScript object '", target.object_type(), "' with a ", state.kind_name(),
-            " state (a custom __setstate__, which would run the archive's code)");
+        bad(ErrorKind::kUnsupported, "TorchScript object '", printable(target.object_type()), "' with a ",
+            state.kind_name(), " state (a custom __setstate__, which would run the archive's code)");
       Value attrs = target.object_args();  // shares the instance's attribute dict
       for (const auto& [k, v] : state.dict()) attrs.dict().set(k, v);
       return;

@@ -13,6 +13,7 @@
 #include "format/archive.h"
 #include "util/bytes.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt::safetensors {
 namespace {
@@ -49,7 +50,7 @@ struct Entry {
 
 Entry parse_entry(const std::string& name, const Json& j) {
   auto bad = [&](const std::string& why) -> Entry {
-    fail(ErrorKind::kCorruption, "safetensors header: tensor '", name, "': ", why);
+    fail(ErrorKind::kCorruption, "safetensors header: tensor '", printable(name), "': ", why);
   };
   if (!j.is_object()) return bad("is not an object");
   auto dt = j.find("dtype");
@@ -58,9 +59,9 @@ Entry parse_entry(const std::string& name, const Json& j) {
   const DTypeName* known = nullptr;
   for (const auto& d : kDTypes)
     if (dname == d.name) known = &d;
-  if (!known) return bad("unknown dtype '" + dname + "'");
+  if (!known) return bad("unknown dtype '" + printable(dname, 32) + "'");
   if (!known->dtype)
-    fail(ErrorKind::kUnsupported, "safetensors: tensor '", name, "' has dtype ", dname,
+    fail(ErrorKind::kUnsupported, "safetensors: tensor '", printable(name), "' has dtype ", dname,
          ", which LibTorch 1.13 does not have");
   Entry e{name, *known->dtype, {}, 0, 0};
   auto shape = j.find("shape");
@@ -84,7 +85,7 @@ uint64_t nbytes_of(const Entry& e) {
   uint64_t n = element_size(e.dtype);
   for (int64_t d : e.shape)
     if (__builtin_mul_overflow(n, uint64_t(d), &n))
-      fail(ErrorKind::kCorruption, "safetensors header: tensor '", e.name, "': its shape overflows");
+      fail(ErrorKind::kCorruption, "safetensors header: tensor '", printable(e.name), "': its shape overflows");
   return n;
 }
 
@@ -110,7 +111,7 @@ struct Flat {
 };
 
 void flatten(const Value& v, const std::string& name, Flat& out, int depth) {
-  if (depth > 100) fail(ErrorKind::kInvalidArgument, "safetensors: '", name, "' nests deeper than 100");
+  if (depth > 100) fail(ErrorKind::kInvalidArgument, "safetensors: '", printable(name), "' nests deeper than 100");
   auto child = [&](const std::string& key) { return name.empty() ? key : name + "." + key; };
   switch (v.kind()) {
     case Value::Kind::kTensor:
@@ -126,7 +127,7 @@ void flatten(const Value& v, const std::string& name, Flat& out, int depth) {
         else if (k.is_int())
           key = std::to_string(k.to_int());
         else
-          fail(ErrorKind::kInvalidArgument, "safetensors: a key of '", name, "' is ", k.kind_name(),
+          fail(ErrorKind::kInvalidArgument, "safetensors: a key of '", printable(name), "' is ", k.kind_name(),
                " (names are strings)");
         flatten(x, child(key), out, depth + 1);
       }
@@ -143,7 +144,7 @@ void flatten(const Value& v, const std::string& name, Flat& out, int depth) {
       out.names.push_back(name);
       return;
     default:
-      fail(ErrorKind::kInvalidArgument, "safetensors: '", name, "' is ", v.kind_name(),
+      fail(ErrorKind::kInvalidArgument, "safetensors: '", printable(name), "' is ", v.kind_name(),
            "; the format holds tensors (and string metadata) only");
   }
 }
@@ -173,6 +174,18 @@ bool looks_like(const std::byte* data, uint64_t size) {
   return size >= 9 && static_cast<char>(data[8]) == '{';
 }
 
+bool has_header(const std::byte* data, uint64_t size) {
+  // The header itself, not a magic byte: its length may begin with any byte (0x80, the pickle
+  // PROTO opcode a legacy torch.save file starts with, for a header of 0x380 bytes).
+  if (size < 10) return false;
+  const uint64_t n = load_le64(data);
+  if (n < 2 || n > kMaxHeader || n > size - 8) return false;
+  const char* header = reinterpret_cast<const char*>(data) + 8;
+  size_t last = static_cast<size_t>(n) - 1;
+  while (last > 0 && header[last] == ' ') --last;  // the writers pad with spaces
+  return header[0] == '{' && header[last] == '}';
+}
+
 Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report) {
   const uint64_t size = file->size();
   const std::byte* p = file->data();
@@ -191,7 +204,7 @@ Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, Ver
   try {
     j = Json::parse(text);
   } catch (const Json::exception& e) {
-    fail(ErrorKind::kCorruption, "safetensors: the header is not valid JSON (", e.what(), ")");
+    fail(ErrorKind::kCorruption, "safetensors: the header is not valid JSON (", printable(e.what()), ")");
   }
   if (!j.is_object()) fail(ErrorKind::kCorruption, "safetensors: the header is not a JSON object");
 
@@ -202,7 +215,8 @@ Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, Ver
       if (!it->is_object()) fail(ErrorKind::kCorruption, "safetensors: \"__metadata__\" is not an object");
       metadata = Value::new_dict();
       for (auto m = it->begin(); m != it->end(); ++m) {
-        if (!m->is_string()) fail(ErrorKind::kCorruption, "safetensors: metadata '", m.key(), "' is not a string");
+        if (!m->is_string())
+          fail(ErrorKind::kCorruption, "safetensors: metadata '", printable(m.key()), "' is not a string");
         metadata.dict().set(m.key(), m->get<std::string>());
       }
       continue;
@@ -216,15 +230,15 @@ Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, Ver
   uint64_t at = 0;
   for (const Entry& e : entries) {
     if (e.begin != at || e.end < e.begin)
-      fail(ErrorKind::kCorruption, "safetensors: tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end, "] ",
-           e.begin > at ? "leave a hole" : "overlap", " (the previous tensor ends at ", at, ")");
+      fail(ErrorKind::kCorruption, "safetensors: tensor '", printable(e.name), "': data_offsets [", e.begin, ", ",
+           e.end, "] ", e.begin > at ? "leave a hole" : "overlap", " (the previous tensor ends at ", at, ")");
     const uint64_t need = nbytes_of(e);
     if (e.end - e.begin != need)
-      fail(ErrorKind::kCorruption, "safetensors: tensor '", e.name, "': data_offsets span ", e.end - e.begin,
+      fail(ErrorKind::kCorruption, "safetensors: tensor '", printable(e.name), "': data_offsets span ", e.end - e.begin,
            " bytes but ", dtype_name(e.dtype), " of that shape needs ", need);
     if (e.end > buffer)
-      fail(ErrorKind::kCorruption, "safetensors: tensor '", e.name, "' ends at byte ", e.end, " of a ", buffer,
-           "-byte buffer (truncated file?)");
+      fail(ErrorKind::kCorruption, "safetensors: tensor '", printable(e.name), "' ends at byte ", e.end, " of a ",
+           buffer, "-byte buffer (truncated file?)");
     at = e.end;
   }
   if (at != buffer)
@@ -286,7 +300,7 @@ SavedFile write(io::Env* env, const Value& value, const std::string& path, const
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 1; i < sorted.size(); ++i)
     if (sorted[i] == sorted[i - 1])
-      fail(ErrorKind::kInvalidArgument, path, ": two entries flatten to the name '", sorted[i], "'");
+      fail(ErrorKind::kInvalidArgument, path, ": two entries flatten to the name '", printable(sorted[i]), "'");
 
   // The reference writer's order: widest dtype first, then by name.
   std::vector<std::pair<int, size_t>> order;
@@ -294,7 +308,7 @@ SavedFile write(io::Env* env, const Value& value, const std::string& path, const
     try {
       order.emplace_back(rank_of(flat.tensors[i].second.dtype), i);
     } catch (const Error& e) {
-      fail(e.kind(), path, ": tensor '", flat.tensors[i].first, "': ", e.what());
+      fail(e.kind(), path, ": tensor '", printable(flat.tensors[i].first), "': ", e.what());
     }
   }
   std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {

@@ -39,7 +39,12 @@
 
 namespace ckpt::safetensors {
 
-// True when the first bytes look like a safetensors file (a plausible header length followed by '{').
+// True when `data` holds a safetensors header: a length within the format's limit and the file,
+// and that many bytes from '{' to '}' (trailing spaces allowed). Asked before the legacy format's
+// first-byte signature: a header's length may begin with any byte, 0x80 included.
+bool has_header(const std::byte* data, uint64_t size);
+// Weaker: byte 8 is '{' (a safetensors file, maybe damaged; read() then says what is wrong).
+// Asked only after has_header() and the other formats' signatures said no.
 bool looks_like(const std::byte* data, uint64_t size);
 
 Value read(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report);

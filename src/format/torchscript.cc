@@ -7,6 +7,7 @@
 
 #include "format/pickle.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt::script {
 namespace {
@@ -60,7 +61,7 @@ Value plain(const Value& v, int depth) {
 
 const Value& attr(const Value& obj, const std::string& name, const std::string& where) {
   const Value* v = attrs(obj).find(name);
-  if (!v) fail(ErrorKind::kCorruption, "TorchScript ", where, " has no attribute '", name, "'");
+  if (!v) fail(ErrorKind::kCorruption, "TorchScript ", where, " has no attribute '", printable(name), "'");
   return *v;
 }
 

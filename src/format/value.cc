@@ -325,7 +325,7 @@ const Value& Value::at(std::string_view key) const {
   for (const auto& [k, _] : d) {
     if (!k.is_string()) continue;
     const std::string& s = k.to_string();
-    if (shown < 8) keys += (shown++ ? ", '" : "'") + s + "'";
+    if (shown < 8) keys += (shown++ ? ", '" : "'") + printable(s, 60) + "'";
     // A mistyped key or one that merely extends / shortens it ("optimizer" vs "optimizer_state").
     size_t dist = edit_distance(key, s);
     if (s.find(key) != std::string::npos || std::string_view(key).find(s) != std::string_view::npos)
@@ -334,10 +334,10 @@ const Value& Value::at(std::string_view key) const {
   }
   std::string hint;
   if (!best.empty() && best_distance <= std::max<size_t>(2, key.size() / 3))
-    hint = "; did you mean '" + best + "'?";
+    hint = "; did you mean '" + printable(best) + "'?";
   else if (shown > 0)
     hint = "; keys are " + keys + (d.size() > shown ? ", ..." : "");
-  fail(ErrorKind::kNotFound, "key '", key, "' not found", hint);
+  fail(ErrorKind::kNotFound, "key '", printable(key), "' not found", hint);
 }
 
 Value& Value::at(std::string_view key) {
@@ -518,7 +518,7 @@ std::string short_repr(const Value& v) {
     }
     case K::kString: {
       const std::string& s = v.to_string();
-      return "'" + (s.size() > 60 ? s.substr(0, 57) + "..." : s) + "'";
+      return "'" + printable(s, s.size() > 60 ? 57 : 60) + "'";
     }
     case K::kBytes:
       return str_cat("<bytes of ", v.to_bytes().size(), ">");
@@ -535,7 +535,7 @@ std::string short_repr(const Value& v) {
       return s + "]";
     }
     case K::kObject:
-      return v.object_type();
+      return printable(v.object_type());
   }
   return "?";
 }

@@ -6,6 +6,7 @@
 #include "format/zip.h"
 #include "util/bytes.h"
 #include "util/errors.h"
+#include "util/text.h"
 
 namespace ckpt::zip {
 namespace {
@@ -18,13 +19,13 @@ constexpr uint64_t kCentralSize = 46, kLocalSize = 30;
 void check_name(const std::string& name) {
   if (name.empty()) fail(ErrorKind::kCorruption, "zip entry with an empty name");
   if (name[0] == '/' || name.find('\\') != std::string::npos || name.find('\0') != std::string::npos)
-    fail(ErrorKind::kUnsafe, "zip entry name '", name, "' is absolute or has forbidden characters");
+    fail(ErrorKind::kUnsafe, "zip entry name '", printable(name), "' is absolute or has forbidden characters");
   size_t start = 0;
   while (start <= name.size()) {
     size_t end = name.find('/', start);
     if (end == std::string::npos) end = name.size();
     if (name.compare(start, end - start, "..") == 0)
-      fail(ErrorKind::kUnsafe, "zip entry name '", name, "' escapes the archive with '..'");
+      fail(ErrorKind::kUnsafe, "zip entry name '", printable(name), "' escapes the archive with '..'");
     start = end + 1;
   }
 }
@@ -99,13 +100,14 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     for (uint64_t off = 0; off + 4 <= extra_len;) {
       uint16_t id = load_le16(x + off), len = load_le16(x + off + 2);
       if (off + 4 + len > extra_len)
-        fail(ErrorKind::kCorruption, "entry '", e.name, "': extra field runs past its end");
+        fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': extra field runs past its end");
       if (id == 0x0001) {
         const uint8_t* f = x + off + 4;
         uint64_t avail = len;
         auto take = [&](uint64_t* field) {
           if (*field != 0xFFFFFFFF) return;
-          if (avail < 8) fail(ErrorKind::kCorruption, "entry '", e.name, "': ZIP64 extra field is too short");
+          if (avail < 8)
+            fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': ZIP64 extra field is too short");
           *field = load_le64(f);
           f += 8;
           avail -= 8;
@@ -119,21 +121,21 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
     pos += kCentralSize + name_len + extra_len + comment_len;
 
     check_name(e.name);
-    if (!names.insert(e.name).second) fail(ErrorKind::kCorruption, "duplicate zip entry '", e.name, "'");
-    if (e.flags & 0x0001) fail(ErrorKind::kUnsupported, "entry '", e.name, "' is encrypted");
+    if (!names.insert(e.name).second) fail(ErrorKind::kCorruption, "duplicate zip entry '", printable(e.name), "'");
+    if (e.flags & 0x0001) fail(ErrorKind::kUnsupported, "entry '", printable(e.name), "' is encrypted");
     if (e.method != 0 && e.method != 8)
-      fail(ErrorKind::kUnsupported, "entry '", e.name, "' uses compression method ", e.method);
+      fail(ErrorKind::kUnsupported, "entry '", printable(e.name), "' uses compression method ", e.method);
     if (e.method == 0 && e.compressed_size != e.size)
-      fail(ErrorKind::kCorruption, "stored entry '", e.name, "' has compressed size ", e.compressed_size, " but size ",
-           e.size);
+      fail(ErrorKind::kCorruption, "stored entry '", printable(e.name), "' has compressed size ", e.compressed_size,
+           " but size ", e.size);
     // Deflate's ratio cannot exceed 1032:1, which bounds what an entry may claim; checked here,
     // before any reader sizes a buffer by the claim (a zip bomb).
     if (e.method == 8 && e.size > e.compressed_size * 1032 + 64)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed_size,
+      fail(ErrorKind::kCorruption, "entry '", printable(e.name), "' claims ", e.size, " bytes from ", e.compressed_size,
            " compressed, more than deflate can expand to (zip bomb?)");
 
     if (e.header_offset > cd_offset || cd_offset - e.header_offset < kLocalSize + name_len)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "': local header offset ", e.header_offset,
+      fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': local header offset ", e.header_offset,
            " is outside the data area");
     out.push_back(std::move(e));
   }
@@ -155,14 +157,14 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
       std::memcpy(lh.data(), p + e.header_offset, lh.size());
     const auto* h = reinterpret_cast<const uint8_t*>(lh.data());
     if (load_le32(h) != kLocalSig)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "': no local header at offset ", e.header_offset);
+      fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': no local header at offset ", e.header_offset);
     uint64_t lname = load_le16(h + 26), lextra = load_le16(h + 28);
     e.data_offset = e.header_offset + kLocalSize + lname + lextra;
     if (lname != e.name.size() || std::memcmp(h + kLocalSize, e.name.data(), lname) != 0)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "': local header names a different file");
+      fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': local header names a different file");
     if (e.data_offset > cd_offset || e.compressed_size > cd_offset - e.data_offset)
-      fail(ErrorKind::kCorruption, "entry '", e.name, "': ", e.compressed_size, " bytes at offset ", e.data_offset,
-           " run past the data area, which ends at ", cd_offset, " (truncated file?)");
+      fail(ErrorKind::kCorruption, "entry '", printable(e.name), "': ", e.compressed_size, " bytes at offset ",
+           e.data_offset, " run past the data area, which ends at ", cd_offset, " (truncated file?)");
   }
 
   // No two entries may share bytes (a zip-bomb technique).
@@ -173,14 +175,15 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const Entry* prev = by_offset[i - 1];
     if (prev->data_offset + prev->compressed_size > by_offset[i]->header_offset)
-      fail(ErrorKind::kCorruption, "entries '", prev->name, "' and '", by_offset[i]->name, "' overlap");
+      fail(ErrorKind::kCorruption, "entries '", printable(prev->name), "' and '", printable(by_offset[i]->name),
+           "' overlap");
   }
   return out;
 }
 
 void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::string* out) {
   if (e.data_offset > file_size || e.compressed_size > file_size - e.data_offset)
-    fail(ErrorKind::kCorruption, "entry '", e.name, "' lies outside the file");
+    fail(ErrorKind::kCorruption, "entry '", printable(e.name), "' lies outside the file");
   const auto* src = reinterpret_cast<const char*>(file) + e.data_offset;
   if (e.method == 0) {
     out->assign(src, static_cast<size_t>(e.size));
@@ -198,7 +201,7 @@ void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::
   uint64_t produced = zs.total_out;
   inflateEnd(&zs);
   if (rc != Z_STREAM_END || produced != e.size)
-    fail(ErrorKind::kCorruption, "entry '", e.name, "' does not inflate to its ", e.size, " bytes");
+    fail(ErrorKind::kCorruption, "entry '", printable(e.name), "' does not inflate to its ", e.size, " bytes");
 }
 
 }  // namespace ckpt::zip

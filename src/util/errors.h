@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "ckpt/error.h"
+#include "util/text.h"
 
 namespace ckpt {
 
@@ -26,14 +27,17 @@ std::string str_cat(Args&&... args) {
   return os.str();
 }
 
+// Throws a ckpt::Error whose message is its arguments concatenated. The message is one line of
+// printable text whatever the arguments hold (printable(), uncut): the places that quote what a
+// file says also pass it through printable() themselves, to cut it short; this is the backstop.
 template <class... Args>
 [[noreturn]] void fail(ErrorKind kind, Args&&... args) {
-  throw Error(kind, str_cat(std::forward<Args>(args)...));
+  throw Error(kind, printable(str_cat(std::forward<Args>(args)...), std::string::npos));
 }
 
 // Re-throws `e` with `context + ": "` in front of its message, keeping its kind.
 [[noreturn]] inline void rethrow_with_context(const Error& e, const std::string& context) {
-  throw Error(e.kind(), context + ": " + e.what());
+  throw Error(e.kind(), printable(context + ": " + e.what(), std::string::npos));
 }
 
 // Re-throws `e` so that its message names `path`: unchanged when it already does, else with

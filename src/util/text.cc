@@ -44,4 +44,75 @@ std::string shape_text(const std::vector<int64_t>& sizes) {
   return s + "]";
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence at s[i] and its code point, or 0 when it is not one.
+size_t utf8_sequence(std::string_view s, size_t i, uint32_t* cp) {
+  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[i + k]); };
+  const uint8_t c = b(0);
+  size_t n;
+  uint32_t v, min;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2, v = c & 0x1F, min = 0x80;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3, v = c & 0x0F, min = 0x800;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    if ((b(k) & 0xC0) != 0x80) return 0;
+    v = (v << 6) | (b(k) & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+  *cp = v;
+  return n;
+}
+
+bool invisible(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
+}
+
+}  // namespace
+
+std::string printable(std::string_view s, size_t max_bytes) {
+  const bool cut = s.size() > max_bytes;
+  if (cut) s = s.substr(0, max_bytes);
+  std::string out;
+  out.reserve(s.size() + 3);
+  char buf[16];
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c == '\n' || c == '\r' || c == '\t') {
+      out += c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t";
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    const size_t n = c >= 0x80 ? utf8_sequence(s, i, &cp) : 0;
+    if (n == 0) {
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+      ++i;
+    } else if (invisible(cp)) {
+      std::snprintf(buf, sizeof buf, "\\u{%04X}", static_cast<unsigned>(cp));
+      out += buf;
+      i += n;
+    } else {
+      out.append(s.data() + i, n);
+      i += n;
+    }
+  }
+  if (cut) out += "...";
+  return out;
+}
+
 }  // namespace ckpt
