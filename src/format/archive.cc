@@ -18,6 +18,7 @@
 #include "format/storage_types.h"
 #include "format/torchscript.h"
 #include "format/value_access.h"
+#include "format/weights_only.h"
 #include "format/zip.h"
 #include "io/memory_env.h"
 #include "util/bytes.h"
@@ -688,6 +689,13 @@ PreparedArchive prepare_archive(const Value& value) {
 
 SavedFile write_prepared(io::Env* env, const PreparedArchive& archive, const std::string& path,
                          const SaveOptions& options, bool sync_dir) {
+  if (weights_only::audit_enabled()) {
+    const std::string why = weights_only::first_violation(archive.pickle.data(), archive.pickle.size());
+    if (!why.empty())
+      fail(ErrorKind::kInvalidArgument, path,
+           ": not written: torch >= 2.6's torch.load (weights_only=True, its default) would refuse its data.pkl: ", why,
+           " (checked because CKPT_AUDIT_WEIGHTS_ONLY=1)");
+  }
   const std::string prefix = archive_prefix(path) + "/";
   uint64_t total = 0;
   for (const auto& s : archive.storages) total += s->nbytes();
