@@ -5,8 +5,8 @@
 //
 // The input picks a target and a source state: a valid state dict written by an object of the
 // target's kind or of another kind (a StepLR state for a CosineAnnealingLR, an SGD state for
-// Adam), then a few mutations of that tree: keys removed, renamed, values retyped, tensors
-// reshaped or given another dtype, ints set out of range, list items dropped or repeated.
+// Adam), in torch 1.13's or torch 2.14's layout, then a few mutations of that tree: keys removed, renamed, values
+// retyped, tensors reshaped or given another dtype, ints set out of range, list items dropped or repeated.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -113,27 +113,29 @@ struct World {
     return st;
   }
 
-  // A valid state of target `t` (in the same order as load()).
-  Value state(size_t t) {
+  // A valid state of target `t` (in the same order as load()), in torch 1.13's or 2.14's layout.
+  Value state(size_t t, ckpt::TorchLayout layout) {
     if (t == 0) return ckpt::state_dict(*model);
     t -= 1;
-    if (t < kOptimizers) return ckpt::optimizer_state_dict(optimizer(t));
+    if (t < kOptimizers) return ckpt::optimizer_state_dict(optimizer(t), {}, ckpt::OptimizerLayout(layout));
     t -= kOptimizers;
-    if (t < kSchedulers) return scheduler(t).state_dict();
+    if (t < kSchedulers) return scheduler(t).state_dict_as(layout);
     t -= kSchedulers;
     if (t == 0) {
       sampler.next(4);
       return sampler.state_dict();
     }
     if (t == 1) return Value(ckpt::get_rng_state());
-    return training_state().to_value();
+    ckpt::TrainingState st = training_state();
+    st.layout = layout;
+    return st.to_value();
   }
 
   // Loads `v` into target `t`, then uses what was loaded once.
   void load(size_t t, const Value& v, bool strict) {
     if (t == 0) return (void)ckpt::load_state_dict(*model, v, strict);
     t -= 1;
-    if (t < kOptimizers) return ckpt::load_optimizer_state_dict(optimizer(t), v);
+    if (t < kOptimizers) return (void)ckpt::load_optimizer_state_dict(optimizer(t), v);
     t -= kOptimizers;
     if (t < kSchedulers) {
       scheduler(t).load_state_dict(v);
@@ -277,7 +279,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Mostly the target's own state; sometimes another object's (a state of another kind).
   const size_t source =
       in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1) : target;
-  Value state = w.state(source);
+  Value state = w.state(source, in.ConsumeBool() ? ckpt::TorchLayout::kTorch2 : ckpt::TorchLayout::kTorch113);
   // Mutations work on a deep-enough copy: the tree through the value and back keeps live
   // tensors out of the world's own state.
   state = ckpt::load_from_bytes(ckpt::save_to_bytes(state));

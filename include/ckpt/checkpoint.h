@@ -84,6 +84,11 @@ struct TrainingState {
   Value extra = Value::new_dict();  // free-form top-level entries: config, notes, ...
   bool rng = true;                  // save and restore the CPU generator
   CheckpointKeys keys;
+  // The layout of optimizer and scheduler state that LibTorch built itself (torch 2.14's by
+  // default, or 1.13's). State restored from a file is written back in that file's layout:
+  // restore() keeps the optimizer's in optimizer_layout (the scheduler keeps its own).
+  TorchLayout layout = TorchLayout::kTorch2;
+  OptimizerLayout optimizer_layout;
 
   // The checkpoint as a value (tensors are the live ones: no copy).
   Value to_value() const;

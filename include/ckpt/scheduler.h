@@ -37,6 +37,11 @@ class Scheduler : public Stateful {
   // win over what the scheduler was constructed with (a OneCycleLR built with other bounds
   // continues the restored run's schedule). TrainingState::restore calls it.
   virtual void load_group_extras(const Value& param_groups) {}
+  // The state in a layout: torch 2.x's (2.14's keys and order: what state_dict() writes) or
+  // torch 1.13's. A state restored by load_state_dict() is written back as it was read — its
+  // keys, their order and the values only Python uses (verbose, _is_initial, ...) — whatever
+  // the layout asked for.
+  virtual Value state_dict_as(TorchLayout layout) const { return state_dict(); }
 };
 
 // The base of the epoch/step-driven schedulers (Python's _LRScheduler).
@@ -46,7 +51,10 @@ class LRScheduler : public Scheduler {
   void step() override;
   std::vector<double> get_last_lr() const override { return last_lr_; }
   int64_t last_epoch() const { return last_epoch_; }
-  Value state_dict() const override;
+  Value state_dict() const override { return state_dict_as(TorchLayout::kTorch2); }
+  Value state_dict_as(TorchLayout layout) const override;
+  // Accepts the layouts of torch 1.13 to 2.14; a key none of them has, or a missing one (the
+  // state of another scheduler kind), is refused naming the key.
   void load_state_dict(const Value& state) override;
   GroupExtras group_extras() const override;
 
@@ -55,15 +63,18 @@ class LRScheduler : public Scheduler {
   void initial_step();
   // Python's get_lr(): the chainable form, reading the groups' current rates.
   virtual std::vector<double> compute_lr() = 0;
-  virtual void save_hyperparameters(Dict& d) const = 0;
+  virtual void save_hyperparameters(Dict& d, TorchLayout layout) const = 0;
   virtual void load_hyperparameters(const Dict& d) = 0;
   std::vector<double> group_lrs() const;
+  // Keys this scheduler's hyperparameters may have in any layout (for refusing unknown keys).
+  virtual std::vector<std::string> hyperparameter_keys() const;
 
   torch::optim::Optimizer& optimizer_;
   std::vector<double> base_lrs_;
   std::vector<double> last_lr_;
   int64_t last_epoch_;
   int64_t step_count_ = 0;
+  Value loaded_;  // the state last loaded (None: built here); its layout is written back
 };
 
 class StepLR : public LRScheduler {
@@ -72,7 +83,7 @@ class StepLR : public LRScheduler {
 
  private:
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
   int64_t step_size_;
   double gamma_;
@@ -85,7 +96,7 @@ class MultiStepLR : public LRScheduler {
 
  private:
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
   std::vector<std::pair<int64_t, int64_t>> milestones_;  // collections.Counter: milestone -> count
   double gamma_;
@@ -97,7 +108,7 @@ class ExponentialLR : public LRScheduler {
 
  private:
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
   double gamma_;
 };
@@ -108,7 +119,7 @@ class CosineAnnealingLR : public LRScheduler {
 
  private:
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
   int64_t T_max_;
   double eta_min_;
@@ -122,7 +133,7 @@ class LinearLR : public LRScheduler {
 
  private:
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
   double start_factor_, end_factor_;
   int64_t total_iters_;
@@ -162,8 +173,9 @@ class OneCycleLR : public LRScheduler {
     std::string start_lr, end_lr, start_momentum, end_momentum;
   };
   std::vector<double> compute_lr() override;
-  void save_hyperparameters(Dict& d) const override;
+  void save_hyperparameters(Dict& d, TorchLayout layout) const override;
   void load_hyperparameters(const Dict& d) override;
+  std::vector<std::string> hyperparameter_keys() const override;
   double anneal(double start, double end, double pct) const;
   double group_value(size_t group, const std::string& name) const;
   void set_momentum(size_t group, double momentum);
@@ -196,7 +208,8 @@ class ReduceLROnPlateau : public Scheduler {
   void step() override;  // throws kInvalidArgument: the metric is required
   bool needs_metric() const override { return true; }
   std::vector<double> get_last_lr() const override { return last_lr_; }
-  Value state_dict() const override;
+  Value state_dict() const override { return state_dict_as(TorchLayout::kTorch2); }
+  Value state_dict_as(TorchLayout layout) const override;
   void load_state_dict(const Value& state) override;
 
  private:
@@ -210,6 +223,7 @@ class ReduceLROnPlateau : public Scheduler {
   int64_t num_bad_epochs_ = 0;
   int64_t last_epoch_ = 0;
   std::vector<double> last_lr_;
+  Value loaded_;
 };
 
 }  // namespace ckpt

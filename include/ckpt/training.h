@@ -66,17 +66,49 @@ Value add_prefix(const Value& state_dict, const std::string& prefix);
 
 // --- optimizers ----------------------------------------------------------------------------------
 
+// Which torch's layout a state dict that LibTorch built itself is written in. kTorch2 is what
+// today's torch writes (2.14's keys and order: fused, decoupled_weight_decay, RMSprop's 'step'
+// as a tensor, schedulers' _is_initial, no 'verbose'); kTorch113 is torch 1.13's. Both load in
+// torch 1.13 and 2.x alike.
+enum class TorchLayout { kTorch113, kTorch2 };
+
+struct OptimizerLayoutRecord;  // what a loaded state dict looked like (bridge/optimizer_layout.h)
+
+// How optimizer_state_dict() writes: in a TorchLayout, or exactly as a state dict read earlier
+// was laid out — its group keys in their order with the values LibTorch does not hold (foreach,
+// fused, differentiable, capturable, param_names, ...), its 'step' type, and 1.13's
+// {'momentum_buffer': None} entries — so a 2.14 file stays a 2.14 file through load and save.
+// load_optimizer_state_dict() returns the layout of what it read.
+class OptimizerLayout {
+ public:
+  OptimizerLayout(TorchLayout layout = TorchLayout::kTorch2) : layout_(layout) {}
+  TorchLayout layout() const { return layout_; }
+  bool from_state_dict() const { return record_ != nullptr; }
+  const OptimizerLayoutRecord* record() const { return record_.get(); }
+  // The layout `state_dict` (an optimizer.state_dict()) is in, for optimizer_state_dict().
+  static OptimizerLayout of(const Value& state_dict);
+
+ private:
+  TorchLayout layout_;
+  std::shared_ptr<const OptimizerLayoutRecord> record_;
+};
+
 // Extra per-group keys a Python scheduler keeps in param_groups ('initial_lr', 'max_lr', ...).
 using GroupExtras = std::vector<std::vector<std::pair<std::string, Value>>>;
 
 // {'state': {param index: {...}}, 'param_groups': [{hyperparameters..., 'params': [...]}]}
-// exactly as Python's optimizer.state_dict() for SGD, Adam, AdamW, RMSprop, Adagrad, LBFGS.
-Value optimizer_state_dict(const torch::optim::Optimizer& optimizer, const GroupExtras& extras = {});
+// exactly as Python's optimizer.state_dict() for SGD, Adam, AdamW, RMSprop, Adagrad, LBFGS, in
+// the layout asked for (see OptimizerLayout; by default torch 2.14's).
+Value optimizer_state_dict(const torch::optim::Optimizer& optimizer, const GroupExtras& extras = {},
+                           const OptimizerLayout& layout = {});
 
-// Restores per-parameter state and every hyperparameter of every group. Accepts files written
-// by Python (1.13 and 2.x layouts). Throws kMismatch when groups or parameter counts differ or
-// the state asks for something LibTorch's optimizer cannot do (maximize=True, ...).
-void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state_dict);
+// Restores per-parameter state and every hyperparameter of every group from a state dict in
+// the layout of torch 1.13 or any torch 2.x up to 2.14 (Python's files or ours), and returns
+// that layout. Throws kMismatch, naming the group and key, when groups or parameter counts
+// differ, when a key is unknown or has the wrong type, or when the state asks for math that
+// LibTorch's optimizer cannot do: maximize=True, a fused, capturable or differentiable run,
+// decoupled_weight_decay=True into Adam (that is AdamW: construct torch::optim::AdamW).
+OptimizerLayout load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state_dict);
 
 // --- RNG -----------------------------------------------------------------------------------------
 

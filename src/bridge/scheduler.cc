@@ -4,10 +4,13 @@
 
 #include <torch/optim.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include "bridge/guard.h"
+#include "bridge/optimizer_layout.h"
 #include "util/errors.h"
 
 namespace ckpt {
@@ -35,9 +38,16 @@ std::vector<Value> to_values(const std::vector<double>& xs) {
   return out;
 }
 
+// A list of rates: Python floats, or 0-dim tensors when the group's lr was a tensor (2.6+).
 std::vector<double> to_doubles(const Value& v) {
+  if (!v.is_list() && !v.is_tuple()) fail(ErrorKind::kMismatch, "expected a list of numbers, got ", v.kind_name());
   std::vector<double> out;
-  for (const auto& x : v.items()) out.push_back(x.to_double());
+  for (const auto& x : v.items()) {
+    if (x.is_tensor() && x.tensor().numel() == 1)
+      out.push_back(x.to_tensor().item<double>());
+    else
+      out.push_back(x.to_double());
+  }
   return out;
 }
 
@@ -74,29 +84,68 @@ void LRScheduler::step() {
   last_lr_ = group_lrs();
 }
 
-Value LRScheduler::state_dict() const {
+namespace {
+
+// The keys only Python uses: written back as they were read, never read here.
+const std::set<std::string>& python_only_scheduler_keys() {
+  static const std::set<std::string> keys = {"verbose", "_is_initial", "_get_lr_called_within_step", "default_min_lr"};
+  return keys;
+}
+
+// Refuses a key `state` has that no torch from 1.13 to 2.14 writes for this scheduler.
+void check_keys(const Dict& state, const std::vector<std::string>& known, const char* scheduler) {
+  for (const auto& [k, v] : state) {
+    bool ok = k.is_string() && (std::find(known.begin(), known.end(), k.to_string()) != known.end() ||
+                                python_only_scheduler_keys().count(k.to_string()));
+    if (!ok)
+      fail(ErrorKind::kMismatch, "scheduler state has the key ", short_repr(k), ", which no torch from 1.13 to 2.14 ",
+           "writes for a ", scheduler, " (is it the state of another kind of scheduler?)");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> LRScheduler::hyperparameter_keys() const {
+  std::vector<std::string> keys;
+  for (TorchLayout layout : {TorchLayout::kTorch113, TorchLayout::kTorch2}) {
+    Dict d;
+    save_hyperparameters(d, layout);
+    for (const auto& [k, _] : d)
+      if (std::find(keys.begin(), keys.end(), k.to_string()) == keys.end()) keys.push_back(k.to_string());
+  }
+  return keys;
+}
+
+Value LRScheduler::state_dict_as(TorchLayout layout) const {
   Value v = Value::new_dict();
   Dict& d = v.dict();
-  save_hyperparameters(d);
+  save_hyperparameters(d, layout);
   d.set("base_lrs", Value::list(to_values(base_lrs_)));
   d.set("last_epoch", last_epoch_);
-  d.set("verbose", false);
+  if (layout == TorchLayout::kTorch113) d.set("verbose", false);  // gone in 2.7
   d.set("_step_count", step_count_);
+  if (layout == TorchLayout::kTorch2) d.set("_is_initial", false);  // 2.9+
   d.set("_get_lr_called_within_step", false);
   d.set("_last_lr", Value::list(to_values(last_lr_)));
+  if (loaded_.is_dict()) return bridge::conform_dict(v, loaded_, python_only_scheduler_keys(), {}, /*drop_all=*/true);
   return v;
 }
 
 void LRScheduler::load_state_dict(const Value& state) {
   bridge::guard_loader("scheduler load_state_dict", [&] {
-    load_hyperparameters(state.dict());
-    base_lrs_ = to_doubles(state["base_lrs"]);
-    last_epoch_ = state["last_epoch"].to_int();
-    step_count_ = state["_step_count"].to_int();
+    if (!state.is_dict()) fail(ErrorKind::kMismatch, "scheduler state is ", state.kind_name(), ", not a dict");
+    std::vector<std::string> known = hyperparameter_keys();
+    known.insert(known.end(), {"base_lrs", "last_epoch", "_step_count", "_last_lr"});
+    load_hyperparameters(state.dict());  // a missing key first: it names what this kind needs
+    check_keys(state.dict(), known, "scheduler of this kind");
+    base_lrs_ = to_doubles(required(state.dict(), "base_lrs"));
+    last_epoch_ = required(state.dict(), "last_epoch").to_int();
+    step_count_ = required(state.dict(), "_step_count").to_int();
     if (const Value* v = state.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
     if (base_lrs_.size() != optimizer_.param_groups().size())
       fail(ErrorKind::kMismatch, "scheduler state has ", base_lrs_.size(), " base_lrs but the optimizer has ",
            optimizer_.param_groups().size(), " parameter groups");
+    loaded_ = state;
   });
 }
 
@@ -121,7 +170,7 @@ std::vector<double> StepLR::compute_lr() {
   return lrs;
 }
 
-void StepLR::save_hyperparameters(Dict& d) const {
+void StepLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   d.set("step_size", step_size_);
   d.set("gamma", gamma_);
 }
@@ -153,7 +202,7 @@ std::vector<double> MultiStepLR::compute_lr() {
   return lrs;
 }
 
-void MultiStepLR::save_hyperparameters(Dict& d) const {
+void MultiStepLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   Value counter{Dict(Dict::Flavor::kCounter)};
   for (const auto& [m, n] : milestones_) counter.dict().set(m, n);
   d.set("milestones", counter);
@@ -185,7 +234,7 @@ std::vector<double> ExponentialLR::compute_lr() {
   return lrs;
 }
 
-void ExponentialLR::save_hyperparameters(Dict& d) const {
+void ExponentialLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   d.set("gamma", gamma_);
 }
 void ExponentialLR::load_hyperparameters(const Dict& d) {
@@ -222,9 +271,10 @@ std::vector<double> CosineAnnealingLR::compute_lr() {
   return lrs;
 }
 
-void CosineAnnealingLR::save_hyperparameters(Dict& d) const {
+void CosineAnnealingLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   d.set("T_max", T_max_);
-  d.set("eta_min", eta_min_ == 0 ? Value(0) : Value(eta_min_));
+  // The default 0 is the int 0 up to torch 2.3, the float 0.0 from 2.5.
+  d.set("eta_min", eta_min_ == 0 && layout == TorchLayout::kTorch113 ? Value(0) : Value(eta_min_));
 }
 
 void CosineAnnealingLR::load_hyperparameters(const Dict& d) {
@@ -260,7 +310,7 @@ std::vector<double> LinearLR::compute_lr() {
   return lrs;
 }
 
-void LinearLR::save_hyperparameters(Dict& d) const {
+void LinearLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   d.set("start_factor", start_factor_);
   d.set("end_factor", end_factor_);
   d.set("total_iters", total_iters_);
@@ -368,7 +418,7 @@ std::vector<double> OneCycleLR::compute_lr() {
   return lrs;
 }
 
-void OneCycleLR::save_hyperparameters(Dict& d) const {
+void OneCycleLR::save_hyperparameters(Dict& d, TorchLayout layout) const {
   d.set("total_steps", total_steps_);
   std::vector<Value> phases;
   for (const Phase& p : phases_) {
@@ -384,6 +434,12 @@ void OneCycleLR::save_hyperparameters(Dict& d) const {
   d.set("_anneal_func_type", cos_ ? "cos" : "linear");
   d.set("cycle_momentum", cycle_momentum_);
   if (cycle_momentum_) d.set("use_beta1", use_beta1_);
+}
+
+std::vector<std::string> OneCycleLR::hyperparameter_keys() const {
+  std::vector<std::string> keys = LRScheduler::hyperparameter_keys();
+  if (std::find(keys.begin(), keys.end(), "use_beta1") == keys.end()) keys.push_back("use_beta1");
+  return keys;
 }
 
 void OneCycleLR::load_hyperparameters(const Dict& d) {
@@ -481,26 +537,48 @@ void ReduceLROnPlateau::step(double current) {
   for (const auto& g : optimizer_.param_groups()) last_lr_.push_back(g.options().get_lr());
 }
 
-Value ReduceLROnPlateau::state_dict() const {
+Value ReduceLROnPlateau::state_dict_as(TorchLayout layout) const {
   Value v = Value::new_dict();
   Dict& d = v.dict();
-  d.set("factor", o_.factor());
   std::vector<Value> min_lrs;
   for (double m : min_lrs_) min_lrs.push_back(m == 0 ? Value(0) : Value(m));
-  d.set("min_lrs", Value::list(min_lrs));
-  d.set("patience", o_.patience());
-  d.set("verbose", false);
-  d.set("cooldown", o_.cooldown());
-  d.set("cooldown_counter", cooldown_counter_);
-  d.set("mode", o_.mode());
-  d.set("threshold", o_.threshold());
-  d.set("threshold_mode", o_.threshold_mode());
-  d.set("best", best_);
-  d.set("num_bad_epochs", num_bad_epochs_);
-  d.set("mode_worse", mode_worse_);
-  d.set("eps", o_.eps());
-  d.set("last_epoch", last_epoch_);
-  if (!last_lr_.empty()) d.set("_last_lr", Value::list(to_values(last_lr_)));
+  std::vector<double> last_lr = last_lr_;
+  if (last_lr.empty())
+    for (const auto& g : optimizer_.param_groups()) last_lr.push_back(g.options().get_lr());
+  if (layout == TorchLayout::kTorch113) {
+    d.set("factor", o_.factor());
+    d.set("min_lrs", Value::list(min_lrs));
+    d.set("patience", o_.patience());
+    d.set("verbose", false);
+    d.set("cooldown", o_.cooldown());
+    d.set("cooldown_counter", cooldown_counter_);
+    d.set("mode", o_.mode());
+    d.set("threshold", o_.threshold());
+    d.set("threshold_mode", o_.threshold_mode());
+    d.set("best", best_);
+    d.set("num_bad_epochs", num_bad_epochs_);
+    d.set("mode_worse", mode_worse_);
+    d.set("eps", o_.eps());
+    d.set("last_epoch", last_epoch_);
+    if (!last_lr_.empty()) d.set("_last_lr", Value::list(to_values(last_lr_)));  // set by step() in 1.13
+  } else {                                                                       // torch 2.14's __init__ order
+    d.set("factor", o_.factor());
+    d.set("default_min_lr", o_.min_lr() == 0 ? Value(0) : Value(o_.min_lr()));
+    d.set("min_lrs", Value::list(min_lrs));
+    d.set("patience", o_.patience());
+    d.set("cooldown", o_.cooldown());
+    d.set("eps", o_.eps());
+    d.set("last_epoch", last_epoch_);
+    d.set("_last_lr", Value::list(to_values(last_lr)));
+    d.set("mode_worse", mode_worse_);
+    d.set("mode", o_.mode());
+    d.set("threshold", o_.threshold());
+    d.set("threshold_mode", o_.threshold_mode());
+    d.set("best", best_);
+    d.set("cooldown_counter", cooldown_counter_);
+    d.set("num_bad_epochs", num_bad_epochs_);
+  }
+  if (loaded_.is_dict()) return bridge::conform_dict(v, loaded_, python_only_scheduler_keys(), {}, /*drop_all=*/true);
   return v;
 }
 
@@ -510,6 +588,14 @@ void ReduceLROnPlateau::step() {
 
 void ReduceLROnPlateau::load_state_dict(const Value& s) {
   bridge::guard_loader("ReduceLROnPlateau.load_state_dict", [&] {
+    if (!s.is_dict()) fail(ErrorKind::kMismatch, "scheduler state is ", s.kind_name(), ", not a dict");
+    std::vector<std::string> known;
+    for (TorchLayout layout : {TorchLayout::kTorch113, TorchLayout::kTorch2}) {
+      Value keys = state_dict_as(layout);
+      for (const auto& [k, _] : keys.dict()) known.push_back(k.to_string());
+    }
+    known.push_back("_last_lr");
+    check_keys(s.dict(), known, "ReduceLROnPlateau");
     o_.factor(s["factor"].to_double()).patience(s["patience"].to_int()).cooldown(s["cooldown"].to_int());
     o_.mode(s["mode"].to_string())
         .threshold(s["threshold"].to_double())
@@ -522,6 +608,10 @@ void ReduceLROnPlateau::load_state_dict(const Value& s) {
     mode_worse_ = s["mode_worse"].to_double();
     last_epoch_ = s["last_epoch"].to_int();
     if (const Value* v = s.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
+    if (min_lrs_.size() != optimizer_.param_groups().size())
+      fail(ErrorKind::kMismatch, "scheduler state has ", min_lrs_.size(), " min_lrs but the optimizer has ",
+           optimizer_.param_groups().size(), " parameter groups");
+    loaded_ = s;
   });
 }
 

@@ -15,8 +15,9 @@ Value TrainingState::to_value() const {
   Dict& d = v.dict();
   if (model) d.set(keys.model, state_dict(*model));
   if (optimizer)
-    d.set(keys.optimizer, optimizer_state_dict(*optimizer, scheduler ? scheduler->group_extras() : GroupExtras{}));
-  if (scheduler) d.set(keys.scheduler, scheduler->state_dict());
+    d.set(keys.optimizer, optimizer_state_dict(*optimizer, scheduler ? scheduler->group_extras() : GroupExtras{},
+                                               optimizer_layout.from_state_dict() ? optimizer_layout : layout));
+  if (scheduler) d.set(keys.scheduler, scheduler->state_dict_as(layout));
   d.set(keys.epoch, epoch);
   d.set(keys.step, step);
   if (rng) d.set(keys.rng, Value(get_rng_state()));
@@ -46,7 +47,7 @@ void TrainingState::restore(const Value& ck, bool strict) {
       if (const Value* v = entry(keys.model)) with_context(keys.model, [&] { load_state_dict(*model, *v, strict); });
     if (optimizer)
       if (const Value* v = entry(keys.optimizer))
-        with_context(keys.optimizer, [&] { load_optimizer_state_dict(*optimizer, *v); });
+        with_context(keys.optimizer, [&] { optimizer_layout = load_optimizer_state_dict(*optimizer, *v); });
     if (scheduler)
       if (const Value* v = entry(keys.scheduler)) with_context(keys.scheduler, [&] { scheduler->load_state_dict(*v); });
     if (scheduler && optimizer)  // as in Python, the restored param_groups' bounds win
