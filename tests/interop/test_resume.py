@@ -271,14 +271,16 @@ class CrossLanguage(Workdir):
                         assert_same_state(self, ck[key], back[key], key)
 
     def test_libtorch_checkpoint_trains_on_in_python(self):
-        for opt_name in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
-            for sched_name in ("step", "cosine", "onecycle", "plateau"):
+        # In the torch 2.14 layout (the default) and in 1.13's: Python 1.13 loads both.
+        for opt_name, sched_name, layout in [(o, s, l) for o in ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+                                             for s in ("step", "cosine", "onecycle", "plateau")
+                                             for l in ("2.x", "1.13") if l == "2.x" or s == "step"]:
                 if sched_name == "onecycle" and opt_name == "adagrad":
                     continue  # OneCycleLR cycles momentum, which Adagrad lacks
-                with self.subTest(optimizer=opt_name, scheduler=sched_name):
+                with self.subTest(optimizer=opt_name, scheduler=sched_name, layout=layout):
                     ck_path = self.path(f"cpp_{opt_name}_{sched_name}.pt")
                     driver("--optimizer", opt_name, "--scheduler", sched_name, "--steps", STEPS,
-                           "--stop-after", 10, "--checkpoint", ck_path)
+                           "--stop-after", 10, "--checkpoint", ck_path, "--layout", layout)
                     ck = torch.load(ck_path)
                     model = python_model()
                     opt = python_optimizer(opt_name, model.parameters())
@@ -302,6 +304,23 @@ class CrossLanguage(Workdir):
                     self.assertTrue(any(not torch.equal(a, p) for a, p in zip(before, model.parameters())))
                     if opt_name in ("adam", "adamw", "adagrad"):
                         self.assertEqual(opt.state_dict()["state"][0]["step"].item(), 15.0)
+
+    def test_libtorch_state_in_the_113_layout_is_pythons_own(self):
+        # Asked for torch 1.13's layout, LibTorch writes the keys, their order and their kinds
+        # that Python 1.13's own optimizer and scheduler write at the same moment.
+        for opt_name in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
+            for sched_name in ("step", "cosine", "plateau"):
+                with self.subTest(optimizer=opt_name, scheduler=sched_name):
+                    ck_path = self.path(f"cpp113_{opt_name}_{sched_name}.pt")
+                    driver("--optimizer", opt_name, "--scheduler", sched_name, "--steps", STEPS,
+                           "--stop-after", 10, "--checkpoint", ck_path, "--layout", "1.13")
+                    ck = torch.load(ck_path)
+                    py, *_ = python_train(opt_name, sched_name, 10)
+                    kinds = lambda d: [(k, type(v).__name__) for k, v in d.items()]
+                    self.assertEqual(kinds(ck["optimizer_state"]["param_groups"][0]),
+                                     kinds(py["optimizer_state"]["param_groups"][0]))
+                    self.assertEqual(kinds(ck["optimizer_state"]["state"][0]), kinds(py["optimizer_state"]["state"][0]))
+                    self.assertEqual(kinds(ck["scheduler_state"]), kinds(py["scheduler_state"]))
 
     def test_python_weights_only_loads_a_libtorch_checkpoint_without_floats(self):
         # 1.13's weights_only rejects every float, so this checks the parts that can pass: the

@@ -4,6 +4,7 @@
 //   train_driver ... --stop-after 10 --checkpoint ck.pt     # save at step 10 and exit
 //   train_driver ... --resume ck.pt --out final.pt          # a new process finishes the run
 //   train_driver ... --restore ck.pt --out dump.pt          # load into fresh objects, save again
+//   train_driver ... --layout 1.13                         # optimizer/scheduler state in 1.13 layout (default 2.x)
 //   train_driver ... --stop-after 10 --checkpoint ck.pt --torch-save P  # also torch::save(model)
 //                                                           # to Pmodel.pt, torch::save(optimizer) to Poptim.pt
 //   train_driver ... --lr-curve N [--resume ck.pt]          # lr and momentum after each of N more
@@ -32,6 +33,7 @@ namespace {
 
 struct Args {
   std::string optimizer = "adam", scheduler = "none", out, checkpoint, resume, restore, run_dir, torch_save;
+  std::string layout = "2.x";  // of the optimizer and scheduler state LibTorch builds: 2.x or 1.13
   int64_t steps = 20, stop_after = -1, lr_curve = -1;
   int64_t save_every = 0, async = 0, keep_last = 0, pad_mb = 0, step_ms = 0;
 };
@@ -72,6 +74,8 @@ Args parse(int argc, char** argv) {
       a.step_ms = std::stoll(v);
     else if (k == "--torch-save")
       a.torch_save = v;
+    else if (k == "--layout")
+      a.layout = v;
     else
       throw std::runtime_error("unknown argument " + k);
   }
@@ -131,6 +135,7 @@ int main(int argc, char** argv) try {
   state.optimizer = opt.get();
   state.scheduler = sched.get();
   state.data = &sampler;
+  state.layout = a.layout == "1.13" ? ckpt::TorchLayout::kTorch113 : ckpt::TorchLayout::kTorch2;
   state.metrics.dict().set("epoch_loss_sum", 0.0);
   state.extra.dict().set("config", ckpt::Value::tuple({a.optimizer, a.scheduler}));
 
