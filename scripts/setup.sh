@@ -12,6 +12,7 @@ packages=(
   zlib1g-dev libisal-dev                # CRC-32: ISA-L (pclmul) + zlib crc32_combine, inflate
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  libcurl4-openssl-dev                  # object storage (s3://): HTTP + AWS SigV4
   dataset-fashion-mnist                 # the demo's training data
 )
 

@@ -38,7 +38,8 @@ class MappedStorage final : public StorageData {
  public:
   MappedStorage(std::shared_ptr<io::MappedFile> file, uint64_t offset, size_t nbytes, DType dtype)
       : file_(std::move(file)), offset_(offset), nbytes_(nbytes), dtype_(dtype) {}
-  std::byte* data() const override { return file_->mutable_data() + offset_; }
+  // mutable_range: an object fetched by range (s3://) fetches the record on first use.
+  std::byte* data() const override { return file_->mutable_range(offset_, nbytes_); }
   size_t nbytes() const override { return nbytes_; }
   DType dtype() const override { return dtype_; }
 
@@ -178,6 +179,7 @@ class ArchiveReader {
     if (report_) report_->file_size = size;
     if (size == 0) fail(ErrorKind::kCorruption, "empty file (0 bytes), not a checkpoint");
     if (size >= 4 && load_le32(p) == 0x04034b50) return read_zip();
+    file_->mutable_range(0, size);  // the other formats read data() throughout: an object is fetched whole
     // safetensors before legacy: a safetensors header's length can begin with 0x80 too (0x380
     // bytes, say); a legacy file's first 8 bytes, read as that length, are far over the limit.
     if (safetensors::has_header(file_->data(), size)) return safetensors::read(file_, options_, report_);
@@ -225,6 +227,15 @@ class ArchiveReader {
         fail(ErrorKind::kCorruption, "not a PyTorch archive: record '", printable(first), "' is not in a subdirectory");
       prefix = first.substr(0, slash + 1);
     }
+    // An object fetched by range (s3://) holds only what is asked for: fetch, in one go, every
+    // record read through data() below (all but the tensors, read by read_at or on first use).
+    std::vector<std::pair<uint64_t, uint64_t>> small;
+    for (const auto& e : entries) {
+      const bool tensor =
+          e.method == 0 && e.name.size() > prefix.size() + 5 && e.name.compare(prefix.size(), 5, "data/") == 0;
+      if (!tensor) small.emplace_back(e.data_offset, e.compressed_size);
+    }
+    file_->prefetch(small);
     std::unordered_map<std::string, const zip::Entry*> by_name;
     for (const auto& e : entries) {
       if (e.name.compare(0, prefix.size(), prefix) != 0)
@@ -241,6 +252,7 @@ class ArchiveReader {
     if (report_) {
       report_->format = script ? "TorchScript zip (torch.jit.save / LibTorch torch::save)" : "zip (torch >= 1.6)";
       std::string buf;
+      file_->mutable_range(0, size);  // every record is read: an object is fetched whole, in parallel
       for (const auto& e : entries) {
         RecordReport rr{e.name, e.data_offset, e.size, e.crc32, false};
         check_crc(e.name, entry_bytes(e, &buf), e.size, e.crc32, &rr);
@@ -349,6 +361,7 @@ class ArchiveReader {
       if (e->method == 0) {
         if (e->size > 0) file_->read_at(e->data_offset, dst, static_cast<size_t>(e->size));
       } else {
+        file_->mutable_range(e->data_offset, e->compressed_size);
         zip::read_entry(file_->data(), size, *e, &buf);
         std::memcpy(dst, buf.data(), buf.size());
       }
@@ -358,8 +371,9 @@ class ArchiveReader {
     }
     fill_parallel(jobs);
     for (auto& [ps, e] : mapped_) {
+      if (!options_.verify_checksums) continue;  // data() of an s3:// object fetches the record
       check_crc(e->name, ps->storage->data(), e->size, e->crc32, nullptr);
-      if (options_.verify_checksums) advance(e->size);
+      advance(e->size);
     }
     if (options_.progress) options_.progress(progress_total_, progress_total_);
     return root;
@@ -485,7 +499,8 @@ class ArchiveReader {
 
   // The payload of `e`: a pointer into the mapping when stored, else inflated into `buf`.
   const std::byte* entry_bytes(const zip::Entry& e, std::string* buf) {
-    if (e.method == 0) return file_->data() + e.data_offset;
+    if (e.method == 0) return file_->mutable_range(e.data_offset, e.size);
+    file_->mutable_range(e.data_offset, e.compressed_size);
     zip::read_entry(file_->data(), file_->size(), e, buf);
     return reinterpret_cast<const std::byte*>(buf->data());
   }
@@ -742,7 +757,8 @@ uint32_t read_content_crc(io::Env* env, const std::string& path) {
   try {
     auto file = env->map_file(path);
     return zip::content_crc(zip::read_directory(
-        file->data(), file->size(), [&](uint64_t off, void* dst, size_t n) { file->read_at(off, dst, n); }));
+        file->data(), file->size(), [&](uint64_t off, void* dst, size_t n) { file->read_at(off, dst, n); },
+        [&](const std::vector<std::pair<uint64_t, uint64_t>>& ranges) { file->prefetch(ranges); }));
   } catch (const Error& e) {
     rethrow_naming(e, path);
   }

@@ -73,6 +73,8 @@ std::vector<Entry> read_directory(const std::byte* data, uint64_t size, const Re
          ") lies outside the file (directory must end by ", cd_limit, "; truncated file?)");
   if (entries > cd_size / kCentralSize)
     fail(ErrorKind::kCorruption, "directory claims ", entries, " entries but has room for ", cd_size / kCentralSize);
+  // A file fetched by range (an s3:// object) holds only what was asked for.
+  if (prefetch) prefetch({{cd_offset, cd_size}});
 
   std::vector<Entry> out;
   out.reserve(static_cast<size_t>(entries));

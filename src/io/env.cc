@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "io/posix_calls.h"
+#include "io/s3/object_env.h"
 #include "util/errors.h"
 
 namespace ckpt::io {
@@ -276,8 +277,9 @@ std::shared_ptr<MappedFile> memory_file(std::string bytes, std::string name) {
 }
 
 Env* Env::Default() {
-  static PosixEnv env;
-  return &env;
+  static PosixEnv posix;
+  static Env* env = s3::routing_env(&posix);  // s3:// to object storage, the rest to POSIX
+  return env;
 }
 
 std::string dirname_of(const std::string& path) {
@@ -424,6 +426,12 @@ std::string final_name_of_temp(const std::string& name) {
 
 AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct) : env_(env), final_path_(std::move(final_path)) {
   static std::atomic<unsigned> counter{0};
+  if (env_->publishes_in_place(final_path_)) {
+    in_place_ = true;
+    temp_path_ = final_path_;
+    file_ = env_->new_writable_file(final_path_, direct);
+    return;
+  }
   std::string dir = dirname_of(final_path_);
   std::string base = basename_of(final_path_);
   if (base.empty()) fail(ErrorKind::kInvalidArgument, final_path_, ": not a file name");
@@ -441,19 +449,19 @@ AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct) : env_(env
 
 AtomicFile::~AtomicFile() {
   if (committed_) return;
-  file_.reset();  // closes
-  env_->remove_file(temp_path_);
+  file_.reset();  // closes (an object's upload: aborts)
+  if (!in_place_) env_->remove_file(temp_path_);
 }
 
 void AtomicFile::commit(bool durable) {
   commit_without_dir_sync(durable);
-  if (durable) env_->sync_dir(dirname_of(final_path_));
+  if (durable && !in_place_) env_->sync_dir(dirname_of(final_path_));
 }
 
 void AtomicFile::commit_without_dir_sync(bool durable) {
   if (durable) file_->sync();
   file_->close();
-  env_->rename_file(temp_path_, final_path_);
+  if (!in_place_) env_->rename_file(temp_path_, final_path_);
   committed_ = true;
 }
 

@@ -58,8 +58,12 @@ class MappedFile {
   virtual const std::string& path() const = 0;
   // Positional read into `dst` (thread-safe); throws on a short read.
   virtual void read_at(uint64_t offset, void* dst, size_t n) const = 0;
-  // Starts reading these ranges into the page cache, all at once, without waiting.
+  // Starts reading these ranges into the page cache, all at once, without waiting. A file whose
+  // data() holds only what was fetched (an s3:// object, src/io/s3/object_env.h) fills these
+  // ranges before returning: code that reads through data() prefetches the ranges it reads.
   virtual void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const {}
+  // data() + offset, with [offset, offset + n) filled first where data() is fetched on demand.
+  virtual std::byte* mutable_range(uint64_t offset, uint64_t n) const { return mutable_data() + offset; }
   // The fraction of [offset, offset+n) in the page cache (1 when unknown).
   virtual double resident_fraction(uint64_t offset, uint64_t n) const { return 1.0; }
   // Reads around the page cache (O_DIRECT) when possible, else like read_at. `offset`, `n` and
@@ -124,6 +128,10 @@ class Env {
   // `bytes` (at least 1) of anonymous memory (mmap). Throws kIO "out of memory ... for `what`"
   // when the system refuses.
   virtual std::unique_ptr<MemoryRegion> allocate(size_t bytes, const std::string& what);
+  // True where a file written through new_writable_file(path) stays invisible until close()
+  // succeeds and then appears whole (an object store's PUT or CompleteMultipartUpload): there
+  // AtomicFile writes the final name directly, with no temp name, rename or directory sync.
+  virtual bool publishes_in_place(const std::string& path) { return false; }
 };
 
 // Wraps another Env and forwards every call: fault-injecting test Envs derive from it and
@@ -152,6 +160,7 @@ class EnvWrapper : public Env {
   std::unique_ptr<MemoryRegion> allocate(size_t bytes, const std::string& what) override {
     return target_->allocate(bytes, what);
   }
+  bool publishes_in_place(const std::string& path) override { return target_->publishes_in_place(path); }
 
  private:
   Env* target_;
@@ -180,6 +189,8 @@ std::string final_name_of_temp(const std::string& name);
 //   5. fsync the directory, so the rename itself survives a crash.
 // If commit() is not reached (an error, an exception, the process dies), the final name is
 // untouched; the destructor removes the temp file. The destructor never throws.
+// Where the Env publishes in place (Env::publishes_in_place: object storage), step 1 opens the
+// final name itself, step 3's close() is the atomic publication, and steps 4-5 do not apply.
 class AtomicFile {
  public:
   AtomicFile(Env* env, std::string final_path, bool direct = false);
@@ -201,6 +212,7 @@ class AtomicFile {
   std::string temp_path_;
   std::unique_ptr<WritableFile> file_;
   bool committed_ = false;
+  bool in_place_ = false;
 };
 
 }  // namespace ckpt::io
