@@ -5,6 +5,7 @@
 //   at::Tensor w = ck["model_state"]["fc.weight"].to_tensor();       // ckpt/tensor.h
 //   ckpt::TrainingState state;  state.model = net;  ...              // ckpt/checkpoint.h
 //   ckpt::CheckpointManager manager("runs/exp1", opts);              // ckpt/manager.h
+//   ckpt::ResumeReport r = ckpt::check_resume(make_state, train_step); // ckpt/check_resume.h
 //
 // Each header below states its own contract and thread safety; include one alone to keep a
 // compile light (their costs are in bench/RESULTS.md, "Compile times"). The torch-free part —
@@ -13,6 +14,7 @@
 #pragma once
 
 #include "ckpt/async.h"
+#include "ckpt/check_resume.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/manager.h"
