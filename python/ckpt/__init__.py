@@ -23,7 +23,7 @@ from . import _ckpt
 
 __all__ = ["save", "load", "restore", "verify", "inspect", "save_async", "AsyncSaver", "CheckpointManager", "Error",
            "CorruptionError", "UnsafeError", "NotFoundError", "IOError", "MismatchError", "UnsupportedError",
-           "InvalidArgumentError", "KeyNotFoundError"]
+           "InvalidArgumentError", "KeyNotFoundError", "check_resume", "ResumeReport"]
 
 
 class Error(Exception):
@@ -332,3 +332,6 @@ class CheckpointManager:
                 self.wait()  # a background failure is raised here, not lost
         finally:
             self.close()
+
+
+from .check_resume import ResumeReport, check_resume  # noqa: E402 - uses save, load and CheckpointManager
