@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <thread>
 
+#include "ckpt/check_resume.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/manager.h"
 #include "console.h"
@@ -42,6 +44,9 @@ struct Flags {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string resume = "latest";
   std::string predict;
+  bool check_resume = false;
+  int64_t check_steps = 8;
+  int check_threads = 0;
 };
 
 double seconds_since(Clock::time_point t) {
@@ -89,6 +94,78 @@ void set_running(ckpt::TrainingState& s, const char* key, double value) {
   if (!s.metrics.dict().find("running")) s.metrics.dict().set("running", ckpt::Value::new_dict());
   ckpt::Value r = s.metrics["running"];
   r.dict().set(key, value);
+}
+
+// What a run trains and checkpoints. Built the same way by a run and by --check-resume (after
+// torch::manual_seed(seed): the weights draw from the global generator).
+struct Job {
+  Net net;
+  torch::optim::Adam optimizer;
+  ckpt::StepLR scheduler;  // stepped once an epoch
+  ckpt::ResumableSampler sampler;
+
+  Job(const Flags& f, int64_t train_size)
+      : optimizer(net->parameters(), torch::optim::AdamOptions(f.lr)),
+        scheduler(optimizer, /*step_size=*/2, /*gamma=*/0.5),
+        sampler(train_size, /*shuffle=*/true, static_cast<uint64_t>(f.seed)) {}
+
+  void attach(ckpt::TrainingState& state) {
+    state.model = net;
+    state.optimizer = &optimizer;
+    state.scheduler = &scheduler;
+    state.data = &sampler;
+    set_running(state, "closed", -1);
+  }
+};
+
+// One optimizer step on the sampler's next batch; the epoch's running sums follow it.
+void train_batch(Job& job, ckpt::TrainingState& state, const Split& train, int64_t batch_size) {
+  std::vector<int64_t> idx = job.sampler.next(batch_size);
+  auto index = torch::tensor(idx, torch::kLong);
+  torch::Tensor x = train.images.index_select(0, index), y = train.labels.index_select(0, index);
+  job.net->train();
+  job.optimizer.zero_grad();
+  torch::Tensor out = job.net->forward(x);
+  torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
+  loss.backward();
+  job.optimizer.step();
+  ++state.step;
+  const double n = double(idx.size());
+  set_running(state, "loss_sum", running(state, "loss_sum") + loss.item<double>() * n);
+  set_running(state, "correct", running(state, "correct") + out.argmax(1).eq(y).sum().item<double>());
+  set_running(state, "seen", running(state, "seen") + n);
+}
+
+struct EpochEnd {
+  double lr = 0;
+  Eval val;
+  std::optional<Eval> test;  // after the last epoch
+};
+
+// Closes epoch state.epoch: its results into state.metrics (validation, and the test set after the
+// last epoch), marked closed, then the scheduler's epoch step.
+EpochEnd close_epoch(Job& job, ckpt::TrainingState& state, const FashionMnist& data, bool last) {
+  EpochEnd end;
+  end.lr = job.optimizer.param_groups()[0].options().get_lr();
+  end.val = evaluate(job.net, data.val);
+  auto& m = state.metrics.dict();
+  m.set("train_loss", running(state, "loss_sum") / std::max(1.0, running(state, "seen")));
+  m.set("train_acc", running(state, "correct") / std::max(1.0, running(state, "seen")));
+  m.set("val_loss", end.val.loss);
+  m.set("val_acc", end.val.acc);
+  m.set("lr", end.lr);
+  set_running(state, "closed", double(state.epoch));
+  job.scheduler.step();
+  if (last) {
+    end.test = evaluate(job.net, data.test);
+    m.set("test_acc", end.test->acc);
+  }
+  return end;
+}
+
+void start_next_epoch(Job& job, ckpt::TrainingState& state) {
+  job.sampler.set_epoch(++state.epoch);
+  for (const char* key : {"loss_sum", "correct", "seen"}) set_running(state, key, 0.0);
 }
 
 // --resume PATH: a checkpoint in the seeds' layout, e.g. written by Python
@@ -143,17 +220,10 @@ int run(const Flags& f) {
   FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
   const int64_t steps_per_epoch = (data.train.size() + f.batch_size - 1) / f.batch_size;
 
-  Net net;
-  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(f.lr));
-  ckpt::StepLR scheduler(optimizer, /*step_size=*/2, /*gamma=*/0.5);  // stepped once an epoch
-  ckpt::ResumableSampler sampler(data.train.size(), /*shuffle=*/true, static_cast<uint64_t>(f.seed));
-
+  Job job(f, data.train.size());
+  auto& sampler = job.sampler;
   ckpt::TrainingState state;
-  state.model = net;
-  state.optimizer = &optimizer;
-  state.scheduler = &scheduler;
-  state.data = &sampler;
-  set_running(state, "closed", -1);
+  job.attach(state);
 
   ckpt::ManagerOptions options;
   options.save_every_steps = f.save_every_steps;
@@ -172,7 +242,7 @@ int run(const Flags& f) {
   ckpt::ResumeFrom from = ckpt::ResumeFrom::parse(f.resume);
   bool resumed = false;
   if (from.kind == ckpt::ResumeFrom::Kind::kPath) {
-    restore_from_file(from.path, state, sampler, scheduler, steps_per_epoch, console);
+    restore_from_file(from.path, state, sampler, job.scheduler, steps_per_epoch, console);
     console.line("resumed from " + from.path + " (epoch " + std::to_string(state.epoch + 1) + ", step " +
                  std::to_string(state.step) + ")");
     resumed = true;
@@ -212,17 +282,10 @@ int run(const Flags& f) {
     if (sampler.exhausted()) {
       if (int64_t(running(state, "closed", -1)) != state.epoch) {  // close the epoch
         console.end_progress();
-        const double lr = optimizer.param_groups()[0].options().get_lr();
-        Eval val = evaluate(net, data.val);
-        auto& m = state.metrics.dict();
-        m.set("train_loss", running(state, "loss_sum") / std::max(1.0, running(state, "seen")));
-        m.set("train_acc", running(state, "correct") / std::max(1.0, running(state, "seen")));
-        m.set("val_loss", val.loss);
-        m.set("val_acc", val.acc);
-        m.set("lr", lr);
-        set_running(state, "closed", double(state.epoch));
-        scheduler.step();
         const bool last = state.epoch + 1 >= f.epochs;
+        const EpochEnd end = close_epoch(job, state, data, last);
+        const double lr = end.lr;
+        const Eval& val = end.val;
         nlohmann::ordered_json record{{"epoch", state.epoch + 1},
                                       {"step", state.step},
                                       {"train_loss", metric(state, "train_loss")},
@@ -234,11 +297,9 @@ int run(const Flags& f) {
                               ": train loss " + fixed(metric(state, "train_loss"), 4) + ", acc " +
                               fixed(100 * metric(state, "train_acc"), 2) + "%; val loss " + fixed(val.loss, 4) +
                               ", acc " + fixed(100 * val.acc, 2) + "%";
-        if (last) {
-          Eval test = evaluate(net, data.test);
-          m.set("test_acc", test.acc);
-          record["test_acc"] = test.acc;
-          summary += "; test acc " + fixed(100 * test.acc, 2) + "%";
+        if (end.test) {
+          record["test_acc"] = end.test->acc;
+          summary += "; test acc " + fixed(100 * end.test->acc, 2) + "%";
         }
         record["elapsed_s"] = seconds_since(start);
         metrics_log.append(record);  // before the checkpoint: a crash between them replays the epoch
@@ -248,27 +309,13 @@ int run(const Flags& f) {
         if (manager.preempted()) return preempted();
       }
       if (state.epoch + 1 >= f.epochs) break;
-      sampler.set_epoch(++state.epoch);
-      for (const char* key : {"loss_sum", "correct", "seen"}) set_running(state, key, 0.0);
+      start_next_epoch(job, state);
       epoch_start = Clock::now();
       seen_at_epoch_start = 0;
     }
 
-    std::vector<int64_t> idx = sampler.next(f.batch_size);
-    auto index = torch::tensor(idx, torch::kLong);
-    torch::Tensor x = data.train.images.index_select(0, index), y = data.train.labels.index_select(0, index);
-    net->train();
-    optimizer.zero_grad();
-    torch::Tensor out = net->forward(x);
-    torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
-    loss.backward();
-    optimizer.step();
-    ++state.step;
+    train_batch(job, state, data.train, f.batch_size);
     ++steps_this_run;
-    const double n = double(idx.size());
-    set_running(state, "loss_sum", running(state, "loss_sum") + loss.item<double>() * n);
-    set_running(state, "correct", running(state, "correct") + out.argmax(1).eq(y).sum().item<double>());
-    set_running(state, "seen", running(state, "seen") + n);
 
     const double seen = running(state, "seen");
     console.progress(state.epoch, f.epochs, int64_t(seen), data.train.size(), running(state, "loss_sum") / seen,
@@ -298,6 +345,40 @@ int run(const Flags& f) {
                  fixed(best->metrics.at(f.monitor), 4) + "); its weights alone: " + f.run_dir + "/best_model.pt");
   if (!f.predict.empty()) write_predictions(f, data, console);
   return 0;
+}
+
+// --check-resume: ckpt::check_resume on this job — a few steps on a small subset, straight and with a
+// save → fresh objects → load in the middle (through a file, then through the run manager),
+// compared after every step. Nothing is written to --run-dir. Exit 0 when it resumes exactly.
+int check_resume(Flags f) {
+  torch::set_num_threads(f.threads);
+  if (f.train_samples == 0) f.train_samples = 3 * f.batch_size;  // epochs end inside the check
+  FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
+  Job* job = nullptr;  // the objects the latest make_state() built
+  auto make_state = [&](ckpt::TrainingState& state) {
+    torch::manual_seed(static_cast<uint64_t>(f.seed));
+    auto fresh = std::make_shared<Job>(f, data.train.size());
+    fresh->attach(state);
+    fresh->sampler.set_epoch(0);
+    job = fresh.get();
+    return std::shared_ptr<void>(fresh);
+  };
+  auto train_step = [&](ckpt::TrainingState& state, int64_t) {  // run()'s loop, without console and log
+    if (job->sampler.exhausted()) {
+      if (int64_t(running(state, "closed", -1)) != state.epoch)
+        close_epoch(*job, state, data, state.epoch + 1 >= f.epochs);
+      start_next_epoch(*job, state);
+    }
+    train_batch(*job, state, data.train, f.batch_size);
+  };
+  ckpt::ResumeCheckOptions options;
+  options.steps = f.check_steps;
+  options.resume_threads = f.check_threads;
+  std::cout << "checking that this job resumes exactly: " << f.check_steps << " steps of " << f.batch_size << " on "
+            << data.train.size() << " training images, " << f.threads << " threads" << std::endl;
+  ckpt::ResumeReport report = ckpt::check_resume(make_state, train_step, options);
+  std::cout << report.to_string() << std::endl;
+  return report.ok ? 0 : 1;
 }
 
 }  // namespace
@@ -338,6 +419,15 @@ int main(int argc, char** argv) {
   app.add_option("--predict", f.predict,
                  "at the end, write the best model's logits on the first 256 test images "
                  "to this .pt file");
+  app.add_flag("--check-resume", f.check_resume,
+               "instead of training: check that this job resumes exactly (a few steps on a small subset, "
+               "straight and with a save and load in the middle); exit 1 naming the step and entry if not");
+  app.add_option("--check-steps", f.check_steps, "steps --check-resume runs (it saves and loads halfway)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--check-threads", f.check_threads,
+                 "--check-resume: run the resumed half with this many threads (0: the same)")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -345,7 +435,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   try {
-    return run(f);
+    return f.check_resume ? check_resume(f) : run(f);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::cerr << "ckpt-train: " << e.what() << "\n";
