@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev              # libFuzzer + ASan/UBSan for the fuzz targets
   libtorch-dev                          # LibTorch 1.13 (find_package(Torch))
+  libgloo-dev                           # c10d ProcessGroupGloo's headers: distributed checkpoints (ckpt_dist)
   python3-torch python3-numpy           # the real Python torch: interop tests, the Python package
   python3-dev pybind11-dev              # the Python package (ckpt._ckpt)
   zlib1g-dev libisal-dev                # CRC-32: ISA-L (pclmul) + zlib crc32_combine, inflate
