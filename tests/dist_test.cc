@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "ckpt/distributed.h"
+#include "ckpt/distributed_files.h"
 #include "dist/metadata.h"
 #include "fault_env.h"
 
@@ -145,6 +146,11 @@ Value make_state(int rank, int world, bool fill) {
   s.dict().set("name", fill ? Value("run-a") : Value(""));
   s.dict().set("rng", ckpt::dist::per_rank(Value(pick(at::full({4}, rank + 1, at::kLong)))));
   s.dict().set("data_pos", ckpt::dist::per_rank(fill ? Value(100 + rank) : Value(0)));
+  Value group = Value::new_dict();  // lists and tuples are walked too
+  group.dict().set("lr", fill ? Value(0.1) : Value(0.0));
+  group.dict().set("params", Value::list({Value(fill ? 3 : 0), Value(fill ? 4 : 0)}));
+  group.dict().set("betas", Value::tuple({Value(pick(at::tensor({0.9, 0.99}, at::kDouble))), Value(fill ? 1 : 0)}));
+  s.dict().set("groups", Value::list({group}));
   return s;
 }
 
@@ -161,6 +167,11 @@ void expect_loaded(const Value& s, int rank, int world, bool same_world) {
   EXPECT_TRUE(at::equal(ckpt::dist::shard_info(m["proj"]).local, global_proj().slice(1, clo, chi))) << "rank " << rank;
   EXPECT_EQ(s["step"].to_int(), 1234);
   EXPECT_EQ(s["name"].to_string(), "run-a");
+  const Value& g = s["groups"][0];
+  EXPECT_EQ(g["lr"].to_double(), 0.1);
+  EXPECT_EQ(g["params"][1].to_int(), 4);
+  EXPECT_TRUE(at::equal(g["betas"][0].to_tensor(), at::tensor({0.9, 0.99}, at::kDouble)));
+  EXPECT_EQ(g["betas"][1].to_int(), 1);
   if (same_world) {
     EXPECT_TRUE(at::equal(s["rng"].to_tensor(), at::full({4}, rank + 1, at::kLong)));
     EXPECT_EQ(s["data_pos"].to_int(), 100 + rank);
@@ -529,3 +540,77 @@ TEST_F(DistTest, ALoadThatFailsOnOneRankFailsOnEveryRankNamingIt) {
   ASSERT_FALSE(out[0].ok);
   EXPECT_NE(out[0].what.find("failed on rank(s) 1"), std::string::npos) << out[0].what;
 }
+
+namespace {
+
+void expect_consolidated(const Value& v, int world) {
+  EXPECT_TRUE(at::equal(v["model_state"]["emb"].to_tensor(), global_emb()));
+  EXPECT_TRUE(at::equal(v["model_state"]["proj"].to_tensor(), global_proj()));
+  EXPECT_TRUE(at::equal(v["model_state"]["big"].to_tensor(), at::arange(1000, at::kInt)));
+  EXPECT_TRUE(at::equal(v["model_state"]["scalar"].to_tensor(), at::tensor(7.0)));
+  EXPECT_EQ(v["step"].to_int(), 1234);
+  ASSERT_TRUE(v["groups"].is_list());
+  ASSERT_TRUE(v["groups"][0]["betas"].is_tuple());
+  EXPECT_EQ(v["groups"][0]["params"][0].to_int(), 3);
+  ASSERT_EQ(v["data_pos"].size(), size_t(world));
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(v["data_pos"][r].to_int(), 100 + r);
+    EXPECT_TRUE(at::equal(v["rng"][r].to_tensor(), at::full({4}, r + 1, at::kLong)));
+  }
+}
+
+}  // namespace
+
+TEST_F(DistTest, ConsolidateJoinsShardsWithoutAProcessGroup) {
+  const std::string ck = path("ck");
+  {
+    World w(3);
+    save_all(w, ck);
+  }
+  EXPECT_TRUE(ckpt::dist::is_distributed_checkpoint(ck));
+  EXPECT_FALSE(ckpt::dist::is_distributed_checkpoint(ck + "/rank-00000.pt"));
+  expect_consolidated(ckpt::dist::consolidate(ck), 3);
+  auto report = ckpt::dist::verify_distributed(ck);
+  EXPECT_EQ(report.world_size, 3);
+  EXPECT_EQ(report.pieces, 4u + 2 * 3 + 1);  // 4 replicated model tensors, 2 sharded on 3 ranks, betas[0]
+}
+
+#ifdef CKPT_CLI
+TEST_F(DistTest, CliConsolidatesVerifiesAndInspectsADistributedCheckpoint) {
+  const std::string ck = path("ck"), out = path("whole.pt"), log = path("log.txt");
+  {
+    World w(2);
+    save_all(w, ck);
+  }
+  auto run = [&](const std::string& args) {
+    const int rc = std::system((std::string(CKPT_CLI) + " " + args + " > " + log + " 2>&1").c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  ASSERT_EQ(run("consolidate " + ck + " " + out), 0) << read_all(log);
+  expect_consolidated(ckpt::load(out), 2);
+  EXPECT_EQ(run("verify " + ck), 0) << read_all(log);
+  EXPECT_NE(read_all(log).find("distributed checkpoint of 2 ranks"), std::string::npos) << read_all(log);
+  EXPECT_EQ(run("inspect " + ck), 0) << read_all(log);
+  EXPECT_NE(read_all(log).find("emb"), std::string::npos) << read_all(log);
+  // A flipped byte in rank 1's file: verify fails naming it.
+  {
+    auto j = read_json(ck + "/metadata.json");
+    uint64_t off = 0;
+    for (auto& e : j["entries"])
+      for (auto& p : e.value("pieces", nlohmann::json::array()))
+        if (p["rank"] == 1) off = p["data_offset"].get<uint64_t>();
+    ASSERT_GT(off, 0u);
+    std::fstream f(ck + "/rank-00001.pt", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(off);
+    char c;
+    f.get(c);
+    f.seekp(off);
+    f.put(char(c ^ 1));
+  }
+  EXPECT_EQ(run("verify " + ck), 1) << read_all(log);
+  EXPECT_NE(read_all(log).find("rank-00001.pt"), std::string::npos) << read_all(log);
+  EXPECT_EQ(run("consolidate " + ck + " " + path("again.pt")), 1) << read_all(log);
+  EXPECT_NE(read_all(log).find("rank-00001.pt"), std::string::npos) << read_all(log);
+  EXPECT_FALSE(fs::exists(path("again.pt")));
+}
+#endif

@@ -203,7 +203,10 @@ Metadata parse_metadata(const std::string& text, const std::string& origin) {
     const json& path = field(je, "path", origin, where);
     if (!path.is_array()) bad(origin, where + "\"path\" is not a list");
     for (const auto& c : path)
-      if (!c.is_string() && !c.is_number_integer()) bad(origin, where + "\"path\" holds something other than str/int");
+      if (!c.is_string() && !c.is_number_integer() &&
+          !(c.is_object() && c.size() == 1 && (c.contains("list") || c.contains("tuple")) &&
+            c.begin().value().is_number_unsigned()))
+        bad(origin, where + "\"path\" holds something other than str, int, {\"list\": i} or {\"tuple\": i}");
     e.path_json = path.dump();
     const std::string kind = get_str(je, "kind", origin, where);
     if (kind == "replicated" || kind == "sharded") {

@@ -15,6 +15,7 @@
 //       {"key": "rng", "path": ["rng"], "kind": "per_rank", "ranks": [0, 1]}   // in each one's pickle
 //     ]
 //   }
+// A path component is a str or int dict key, or {"list": i} / {"tuple": i} for an item of one.
 // In a rank file the entries are a flat dict from key to value (tensors: the piece).
 #pragma once
 
