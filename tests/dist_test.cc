@@ -2,9 +2,15 @@
 // save, commit and load at the same and other world sizes, refusals, hostile metadata, a rank
 // that fails mid-save, a rank that never arrives. Every wait is bounded (collective timeouts,
 // and a watchdog that ends the process if a test's ranks have not all returned in time).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
+
+#include <csignal>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
@@ -614,3 +620,110 @@ TEST_F(DistTest, CliConsolidatesVerifiesAndInspectsADistributedCheckpoint) {
   EXPECT_FALSE(fs::exists(path("again.pt")));
 }
 #endif
+
+// ---- real processes: init_from_env() as under torchrun, and a rank SIGKILLed mid-write ----
+// The parent test starts this binary twice with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set,
+// running only DistProcess.DISABLED_Worker (CKPT_DIST_TEST_DIR, CKPT_DIST_TEST_MODE).
+
+TEST(DistProcess, DISABLED_Worker) {
+  const char* dir = std::getenv("CKPT_DIST_TEST_DIR");
+  const char* mode = std::getenv("CKPT_DIST_TEST_MODE");
+  ASSERT_TRUE(dir && mode);
+  ckpt::dist::InitOptions io;
+  io.timeout = 20s;
+  ckpt::dist::Group g = ckpt::dist::init_from_env(io);
+  const std::string a = std::string(dir) + "/a", b = std::string(dir) + "/b";
+  ckpt::dist::save(make_state(g.rank, g.world_size, true), a, *g.pg, fast_save());
+  Value s = make_state(g.rank, g.world_size, false);
+  ckpt::dist::load(s, a, *g.pg);
+  expect_loaded(s, g.rank, g.world_size, true);
+  if (std::string(mode) != "kill") return;
+  ckpt::test::FaultEnv dying;
+  dying.pause_after = 200;  // rank 1 dies in the middle of writing its file
+  dying.on_pause = [] { ::kill(::getpid(), SIGKILL); };
+  auto o = fast_save();
+  if (g.rank == 1) o.env = &dying;
+  try {
+    ckpt::dist::save(make_state(g.rank, g.world_size, true), b, *g.pg, o);
+    ADD_FAILURE() << "rank " << g.rank << ": the save went through";
+  } catch (const ckpt::Error& e) {
+    std::ofstream(std::string(dir) + "/error-" + std::to_string(g.rank) + ".txt") << e.what();
+  }
+}
+
+namespace {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Starts `world` workers; their wait statuses, each bounded (SIGKILLed after 60 s).
+std::vector<int> run_workers(int world, const std::string& dir, const std::string& mode) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("CKPT_DIST_TEST_DIR", dir.c_str(), 1);
+      ::setenv("CKPT_DIST_TEST_MODE", mode.c_str(), 1);
+      ::execl("/proc/self/exe", "ckpt_dist_tests", "--gtest_also_run_disabled_tests",
+              "--gtest_filter=DistProcess.DISABLED_Worker", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> status(world, -1);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (int done = 0; done < world;) {
+    for (int r = 0; r < world; ++r)
+      if (status[r] == -1) {
+        int s = 0;
+        if (::waitpid(pids[r], &s, WNOHANG) == pids[r]) {
+          status[r] = s;
+          ++done;
+        }
+      }
+    if (std::chrono::steady_clock::now() > deadline)
+      for (int r = 0; r < world; ++r)
+        if (status[r] == -1) ::kill(pids[r], SIGKILL);
+    std::this_thread::sleep_for(20ms);
+  }
+  return status;
+}
+
+}  // namespace
+
+TEST_F(DistTest, ProcessesFromTheEnvironmentSaveAndLoad) {
+  auto st = run_workers(2, dir_.string(), "save");
+  for (int r = 0; r < 2; ++r) EXPECT_TRUE(WIFEXITED(st[r]) && WEXITSTATUS(st[r]) == 0) << "rank " << r << ": " << st[r];
+  expect_consolidated(ckpt::dist::consolidate(path("a")), 2);
+}
+
+TEST_F(DistTest, ARankKilledMidWriteLeavesNothingPublishedAndTheOtherFailsAtOnce) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = run_workers(2, dir_.string(), "kill");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 40s);
+  EXPECT_TRUE(WIFSIGNALED(st[1]) && WTERMSIG(st[1]) == SIGKILL) << st[1];
+  EXPECT_TRUE(WIFEXITED(st[0]) && WEXITSTATUS(st[0]) == 0) << st[0];
+  const std::string err = read_all(path("error-0.txt"));
+  EXPECT_NE(err.find("ckpt::dist"), std::string::npos) << err;
+  std::printf("rank 0 got: %s\n", err.c_str());
+  EXPECT_FALSE(fs::exists(path("b")));
+  expect_consolidated(ckpt::dist::consolidate(path("a")), 2);  // the previous one, intact
+  // The next save removes what the interrupted one left.
+  World w(1);
+  save_all(w, path("c"));
+  for (const auto& n : names_in(dir_)) EXPECT_EQ(n.find(".tmp-dist"), std::string::npos) << n;
+}

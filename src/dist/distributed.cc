@@ -108,8 +108,8 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseco
   try {
     work->wait(timeout);
   } catch (const std::exception& e) {
-    fail(ErrorKind::kIO, "ckpt::dist: ", what, ": not every rank answered within ", timeout.count(),
-         " ms (a rank died, hung, or is still writing): ", printable(e.what(), 300));
+    fail(ErrorKind::kIO, "ckpt::dist: ", what, " failed: a rank died, or did not answer within ", timeout.count(),
+         " ms (hung, or still writing): ", printable(e.what(), 300));
   }
 }
 
