@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-${CKPT_FUZZ_SECONDS:-30}}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pickle zip archive state)
+[ ${#targets[@]} -gt 0 ] || targets=(pickle zip archive dist state)
 build=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCKPT_BUILD_FUZZERS=ON -DCKPT_BUILD_TORCH=ON -DCKPT_BUILD_TESTS=OFF -DCKPT_BUILD_BENCH=OFF \
@@ -65,6 +65,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     pickle) seeds="$corpus/pickle" ;;
     state) seeds="$corpus/state" ;;
+    dist) seeds="fuzz/regressions/dist" ;;  # metadata.json of distributed checkpoints
     *) seeds="$corpus/archive" ;;
   esac
   bin="$build/fuzz/fuzz_$t"

@@ -146,8 +146,7 @@ void check_tiling(const Entry& e, ErrorKind kind, const std::string& origin) {
       if (p.offsets[d] < 0 || p.shape[d] < 0 || p.offsets[d] > e.shape[d] || p.shape[d] > e.shape[d] - p.offsets[d])
         fail(kind, where, ": the piece of rank ", p.rank, " at offsets ", dims_text(p.offsets), " with shape ",
              dims_text(p.shape), " falls outside the global shape ", dims_text(e.shape));
-    const int64_t v = volume(p.shape);
-    covered += v;
+    const int64_t v = volume(p.shape);  // inside the global shape, so no overflow
     if (v == 0) continue;
     for (size_t k = 0; k < i; ++k) {
       const Piece& q = e.pieces[k];
@@ -159,6 +158,7 @@ void check_tiling(const Entry& e, ErrorKind kind, const std::string& origin) {
              dims_text(q.shape), ") and ", p.rank, " (offsets ", dims_text(p.offsets), ", shape ", dims_text(p.shape),
              ") overlap");
     }
+    covered += v;  // no overlaps so far: covered stays within total
   }
   if (covered != total) {
     std::string ranks;
@@ -236,7 +236,8 @@ Metadata parse_metadata(const std::string& text, const std::string& origin) {
           bad(origin, where + "crc32 '" + printable(crc, 20) + "' is not 0x and 8 hex digits");
         p.crc32 = static_cast<uint32_t>(c);
         const int64_t n = volume(p.shape);
-        if (n < 0 || uint64_t(n) * element_size(e.dtype) != p.nbytes)
+        if (n < 0 || uint64_t(n) > (uint64_t{1} << 62) / element_size(e.dtype) ||
+            uint64_t(n) * element_size(e.dtype) != p.nbytes)
           bad(origin, str_cat(where, "the piece of rank ", p.rank, " has ", p.nbytes, " bytes for shape ",
                               dims_text(p.shape), " of ", dtype_name(e.dtype)));
         e.pieces.push_back(std::move(p));
