@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ckpt/serialize.h"
 #include "ckpt/value.h"
@@ -21,7 +22,18 @@ namespace ckpt::dist {
 // True when `path` is a directory holding a distributed checkpoint's metadata.json.
 bool is_distributed_checkpoint(const std::string& path);
 
-Value consolidate(const std::string& dir, const ckpt::LoadOptions& options = {});
+// Which parts consolidate() reads, and how it hands back per-rank entries.
+struct ConsolidateOptions {
+  // Top-level keys to read (empty: all). Only their pieces are read and verified.
+  std::vector<std::string> only;
+  // >= 0: a per-rank entry becomes the value rank `rank` saved — when the checkpoint was saved
+  // by `world_size` ranks; otherwise (and by default) it is a list by saved rank.
+  int rank = -1;
+  int world_size = 0;
+};
+
+Value consolidate(const std::string& dir, const ckpt::LoadOptions& options = {},
+                  const ConsolidateOptions& which = {});
 
 struct DistVerifyReport {
   int world_size = 0;

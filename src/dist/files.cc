@@ -1,6 +1,8 @@
 // A distributed checkpoint directory in one process, without LibTorch: consolidate (shards
 // joined into whole tensors) and verify.
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "ckpt/distributed_files.h"
@@ -77,37 +79,61 @@ void insert(Value& node, const nlohmann::json& path, size_t i, const Value& leaf
 
 }  // namespace
 
-Value consolidate(const std::string& dir_in, const ckpt::LoadOptions& options) {
+Value assemble(Reader& reader, const std::function<bool(const Entry&)>& select, size_t drop,
+               const ConsolidateOptions& which) {
+  const int saved_world = reader.meta().world_size;
+  const bool this_rank = which.rank >= 0 && which.world_size == saved_world;
+  Value root;
+  for (const Entry& e : reader.meta().entries) {
+    if (!select(e)) continue;
+    nlohmann::json path = nlohmann::json::parse(e.path_json);
+    if (path.size() < drop) continue;
+    Value leaf;
+    if (e.kind == EntryKind::kReplicated || e.kind == EntryKind::kSharded) {
+      const size_t esize = element_size(e.dtype);
+      uint64_t n = 1;
+      for (int64_t d : e.shape) n *= uint64_t(d);
+      TensorRef t;
+      t.dtype = e.dtype;
+      t.storage = make_storage(e.dtype, n * esize);
+      t.sizes = e.shape;
+      t.strides.assign(e.shape.size(), 1);
+      for (size_t d = e.shape.size(); d-- > 1;) t.strides[d - 1] = t.strides[d] * e.shape[d];
+      for (const Piece& p : e.pieces)
+        place(reader.record(p.rank, p.record, p.nbytes, p.crc32, e.key), p, t.storage->data(), e.shape, esize);
+      leaf = Value(std::move(t));
+    } else if (e.kind == EntryKind::kValue) {
+      leaf = reader.value(e.ranks.at(0), e.key);
+    } else if (this_rank) {
+      if (std::find(e.ranks.begin(), e.ranks.end(), which.rank) == e.ranks.end())
+        fail(ErrorKind::kNotFound, "key '", e.key, "': rank ", which.rank, " saved no per-rank value");
+      leaf = reader.value(which.rank, e.key);
+    } else {
+      std::vector<Value> by_rank(saved_world);
+      for (int r : e.ranks) by_rank[r] = reader.value(r, e.key);
+      leaf = Value::list(std::move(by_rank));
+    }
+    insert(root, path, drop, leaf);
+  }
+  return root;
+}
+
+Value consolidate(const std::string& dir_in, const ckpt::LoadOptions& options, const ConsolidateOptions& which) {
   io::Env* env = options.env ? options.env : io::Env::Default();
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   Reader reader(dir, read_metadata(env, dir), env);
   Value root;
   try {
-    for (const Entry& e : reader.meta().entries) {
-      Value leaf;
-      if (e.kind == EntryKind::kReplicated || e.kind == EntryKind::kSharded) {
-        const size_t esize = element_size(e.dtype);
-        uint64_t n = 1;
-        for (int64_t d : e.shape) n *= uint64_t(d);
-        TensorRef t;
-        t.dtype = e.dtype;
-        t.storage = make_storage(e.dtype, n * esize);
-        t.sizes = e.shape;
-        t.strides.assign(e.shape.size(), 1);
-        for (size_t d = e.shape.size(); d-- > 1;) t.strides[d - 1] = t.strides[d] * e.shape[d];
-        for (const Piece& p : e.pieces)
-          place(reader.record(p.rank, p.record, p.nbytes, p.crc32, e.key), p, t.storage->data(), e.shape, esize);
-        leaf = Value(std::move(t));
-      } else if (e.kind == EntryKind::kValue) {
-        leaf = reader.value(e.ranks.at(0), e.key);
-      } else {
-        std::vector<Value> by_rank(reader.meta().world_size);
-        for (int r : e.ranks) by_rank[r] = reader.value(r, e.key);
-        leaf = Value::list(std::move(by_rank));
-      }
-      insert(root, nlohmann::json::parse(e.path_json), 0, leaf);
-    }
+    root = assemble(
+        reader,
+        [&](const Entry& e) {
+          if (which.only.empty()) return true;
+          nlohmann::json path = nlohmann::json::parse(e.path_json);
+          return !path.empty() && path[0].is_string() &&
+                 std::find(which.only.begin(), which.only.end(), path[0].get<std::string>()) != which.only.end();
+        },
+        0, which);
   } catch (const Error& e) {
     rethrow_naming(e, dir);
   }

@@ -5,11 +5,13 @@
 // (src/dist/files.cc, the CLI). Not thread-safe: one Reader per thread.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "ckpt/distributed_files.h"
 #include "ckpt/serialize.h"
 #include "dist/metadata.h"
 #include "format/archive.h"
@@ -127,5 +129,11 @@ class Reader {
   io::Env* env_;
   std::map<int, RankFile> files_;
 };
+
+// The entries `select` picks, put together into one value as consolidate() does (tensors whole,
+// per-rank entries as `which` says), each path without its first `drop` components (so the
+// subtree under a key comes back as that key's value). None when nothing is selected.
+Value assemble(Reader& reader, const std::function<bool(const Entry&)>& select, size_t drop,
+               const ConsolidateOptions& which);
 
 }  // namespace ckpt::dist

@@ -1,43 +1,6 @@
-// CheckpointManager: the commit protocol of a run directory.
-//
-// Saving checkpoint C (sync: on the caller's thread; async: steps 2-9 on the AsyncSaver's
-// writer thread, one save after another):
-//   1. save(): a save at the step of the latest (or in-flight) checkpoint is a no-op. The file
-//      name comes from the name template. Free space is compared with C's size (retention frees
-//      space only after the commit, so C must fit beside every existing checkpoint); too little
-//      fails here, before anything is written.
-//   2. C's bytes go to a temp file ".NAME.tmp-PID-N" in the run directory (O_EXCL).
-//   3. The temp file is fsynced and closed.
-//   4. It is renamed to NAME.pt and the directory is fsynced. C is now durable but not yet
-//      committed: nothing points to it, and a crash here leaves an orphan that the next start
-//      verifies and adopts (step 0c).
-//   5. If C is the new best by the monitored metric: best_model.pt (C's model entry alone) is
-//      written crash-safely, and best.pt is replaced by a hard link to C (a copy where the
-//      filesystem has no hard links), each through temp -> fsync -> rename -> fsync dir.
-//   6. Retention decides over the index plus C which checkpoints go; never C (the latest and
-//      newest that verifies), the best, or anything not yet in the index.
-//   7. COMMIT POINT: index.json is replaced atomically (temp -> fsync -> rename -> fsync dir)
-//      by the old index plus C, minus the victims of step 6, which it lists as pending_delete.
-//   8. The `latest` pointer is replaced the same way (for people and scripts; ckpt trusts the
-//      index).
-//   9. The victims are deleted. A crash before this finishes leaves them in pending_delete;
-//      the next start deletes them (step 0b).
-// A failure at any step before 7 leaves the index, every older checkpoint and every pointer as
-// they were; the temp file of steps 2-3 is removed by its owner, or at the next start (step 0a).
-//
-// Opening a run directory (constructor):
-//   0.  The directory lock is taken (flock on .lock; the kernel drops it when a process dies).
-//   0a. Temp files of the manager's own names (a recognised checkpoint name, the index, the
-//       pointers) are removed: whoever wrote them is dead, since we hold the lock.
-//   0b. The files in pending_delete are removed.
-//   0c. Orphans — recognised checkpoint names the index does not list — are verified; those
-//       that verify are adopted into the index (an interrupted step 5-7), the others are left
-//       alone with a warning. A damaged index is rebuilt this way from the files.
-//   0d. best.pt / best_model.pt are regenerated if they do not hold the index's best.
-//
-// Sharded checkpoints can commit with the same protocol: each writer publishes its shard with
-// steps 2-4, and one coordinator runs steps 5-9 once every shard is durable; the index entry
-// then names the shard set.
+// CheckpointManager: one file per checkpoint, written by this process (sync, or async on the
+// AsyncSaver's writer thread) and committed through the run directory's protocol (run::Run;
+// the protocol is written out step by step at the top of src/manager/run.cc).
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,10 +11,11 @@
 #include <set>
 
 #include "ckpt/async.h"
+#include "ckpt/distributed_files.h"
 #include "ckpt/manager.h"
 #include "ckpt/preemption.h"
 #include "format/archive.h"
-#include "manager/run_dir.h"
+#include "manager/run.h"
 #include "util/errors.h"
 
 namespace ckpt {
@@ -88,273 +52,58 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::map<std::string, double> numeric_entries(const Value& v) {
-  std::map<std::string, double> out;
-  if (!v.is_dict()) return out;
-  for (const auto& [k, x] : v.dict())
-    if (k.is_string() && (x.is_int() || x.is_float() || x.is_bool()))
-      out[k.to_string()] = x.is_bool() ? double(x.to_bool()) : x.to_double();
-  return out;
-}
-
 bool falls_back_on(ErrorKind kind) {
   // A file that cannot be read is damaged; one that reads but does not fit is the caller's.
   return kind != ErrorKind::kMismatch && kind != ErrorKind::kInvalidArgument;
 }
 
-std::string owner_text() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return str_cat("pid ", ::getpid(), " on ", host);
-}
-
 }  // namespace
 
 struct CheckpointManager::Impl {
-  io::Env* env;
-  std::string dir;
+  run::Run run;
   ManagerOptions opt;
-  run::NameTemplate names;
-  std::vector<run::NameTemplate> old_names;  // templates of earlier runs in this directory
-  std::unique_ptr<io::FileLock> lock;
   std::unique_ptr<PreemptionGuard> preemption;
-
-  mutable std::mutex mu;  // guards `index` (async commits run on the writer thread)
-  run::Index index;
   std::unique_ptr<AsyncSaver> saver;
 
   std::optional<int64_t> last_step;  // the latest save issued (committed or in flight)
   Clock::time_point last_save_time = Clock::now();
 
-  Impl(std::string d, const ManagerOptions& o)
-      : env(o.env ? o.env : io::Env::Default()), dir(std::move(d)), opt(o), names(o.name_template) {}
+  Impl(const std::string& d, const ManagerOptions& o) : run(d, o, run::EntryKind::kFile), opt(o) {}
 
-  void warn(const std::string& message) const {
-    if (opt.warn)
-      opt.warn(message);
-    else
-      std::cerr << "ckpt: warning: " << message << "\n";
-  }
-
-  std::string path_of(const std::string& file) const { return dir + "/" + file; }
-
-  bool recognised(const std::string& file) const {
-    if (names.parse(file, nullptr, nullptr)) return true;
-    for (const auto& t : old_names)
-      if (t.parse(file, nullptr, nullptr)) return true;
-    return false;
-  }
-
-  bool own_final_name(const std::string& file) const {
-    return file == run::kIndexFile || file == run::kLatestFile || file == run::kBestFile ||
-           file == run::kBestModelFile || recognised(file);
-  }
+  io::Env* env() const { return run.env(); }
 
   LoadOptions load_options(bool verify) const {
     LoadOptions lo;
     lo.verify_checksums = verify;
-    lo.env = env;
+    lo.env = env();
     lo.progress = opt.progress;
     return lo;
   }
 
-  // --- opening (steps 0-0d) ----------------------------------------------------------------------
-
   void open() {
-    env->create_dirs(dir);
-    try {
-      lock = env->lock_file(path_of(run::kLockFile), owner_text());
-    } catch (const Error& e) {
-      fail(e.kind(), "run directory '", dir, "' is in use: ", e.what());
-    }
-    bool dirty = false;
-    std::optional<run::Index> existing;
-    try {
-      existing = run::read_index(env, dir);
-    } catch (const Error& e) {
-      if (e.kind() != ErrorKind::kCorruption) throw;
-      warn(str_cat(e.what(), "; rebuilding it from the checkpoint files"));
-      dirty = true;
-    }
-    if (existing) {
-      index = std::move(*existing);
-      if (!index.name_template.empty() && index.name_template != names.text()) {
-        try {
-          old_names.emplace_back(index.name_template);
-        } catch (const Error&) {
-        }
-        dirty = true;
-      }
-    } else {
-      index.created_unix = run::now_unix();
-      dirty = true;
-    }
-    index.name_template = names.text();
-
-    std::vector<io::DirEntry> entries = env->list_dir(dir);
-    // 0a. temp files of our own names
-    for (const auto& e : entries) {
-      std::string final_name = io::final_name_of_temp(e.name);
-      if (e.is_file && !final_name.empty() && own_final_name(final_name)) env->remove_file(path_of(e.name));
-    }
-    // 0b. an interrupted retention pass
-    for (const auto& victim : index.pending_delete)
-      if (!index.find(victim) && recognised(victim)) env->remove_file(path_of(victim));
-    if (!index.pending_delete.empty()) dirty = true;
-    index.pending_delete.clear();
-    // 0c. orphans: durable checkpoints whose commit did not finish
-    std::vector<CheckpointRecord> adopted;
-    std::set<std::string> listed;
-    for (const auto& r : index.records) listed.insert(r.file);
-    for (const auto& e : entries) {
-      if (!e.is_file || listed.count(e.name) || !recognised(e.name)) continue;
-      try {
-        adopted.push_back(adopt(e.name));
-      } catch (const Error& err) {
-        warn(str_cat(path_of(e.name), ": not in the run index and does not verify (", err.what(),
-                     "); left alone, never loaded"));
-      }
-    }
-    std::sort(adopted.begin(), adopted.end(),
-              [](const CheckpointRecord& a, const CheckpointRecord& b) { return a.step < b.step; });
-    for (auto& r : adopted) {
-      // In step order among the listed ones: a commit that failed before its index flip may be
-      // followed by later commits of the same run, which stay the latest.
-      r.seq = index.next_seq++;
-      auto at = std::find_if(index.records.begin(), index.records.end(),
-                             [&](const CheckpointRecord& x) { return x.step > r.step; });
-      index.records.insert(at, std::move(r));
-      dirty = true;
-    }
-    if (index.monitor != opt.monitor || index.mode != opt.mode) dirty = true;
-    index.refresh(opt.monitor, opt.mode);
-    // 0d. the best files
-    exported_best_ = best_exported_marker();
-    if (index.best != exported_best_) {
-      if (!index.best.empty()) export_best(*index.find(index.best));
-      index.best_exported = exported_best_;
-      dirty = true;
-    }
-    if (dirty) run::write_index(env, dir, index, opt.durable);
-    if (auto latest = index.find(index.latest)) last_step = latest->step;
-  }
-
-  // The checkpoint best.pt and best_model.pt hold, as the index recorded it — "" when either
-  // file is gone.
-  std::string exported_best_;
-  std::string best_exported_marker() const {
-    if (index.best_exported.empty() || !env->file_exists(path_of(run::kBestFile))) return "";
-    if (!opt.model_key.empty() && !env->file_exists(path_of(run::kBestModelFile))) return "";
-    return index.best_exported;
-  }
-
-  CheckpointRecord adopt(const std::string& file) {
-    const std::string path = path_of(file);
-    LoadOptions lo = load_options(true);
-    ckpt::verify(path, lo);
-    lo.mmap = true;
-    lo.verify_checksums = false;  // just verified
-    Value ck = ckpt::load(path, lo);
-    CheckpointRecord r;
-    r.file = file;
-    r.path = path;
-    names.parse(file, &r.step, &r.epoch);
-    for (const auto& t : old_names) t.parse(file, &r.step, &r.epoch);
-    if (ck.is_dict()) {
-      if (const Value* s = ck.dict().find(opt.step_key); s && s->is_int()) r.step = s->to_int();
-      if (const Value* e = ck.dict().find(opt.epoch_key); e && e->is_int()) r.epoch = e->to_int();
-      if (const Value* m = ck.dict().find(opt.metrics_key)) r.metrics = numeric_entries(*m);
-    }
-    r.bytes = env->file_size(path);
-    r.content_crc = format::read_content_crc(env, path);
-    r.unix_time = run::now_unix();
-    warn(str_cat(path, ": adopted into the run index (its commit was interrupted after the file was durable)"));
-    return r;
-  }
-
-  // --- step 5: the best model, kept apart ------------------------------------------------------
-
-  void export_best(const CheckpointRecord& best) {
-    Value ck;
-    bool loaded = false;
-    auto load_best = [&] {
-      if (loaded) return;
-      LoadOptions lo = load_options(true);
-      lo.mmap = true;
-      ck = ckpt::load(best.path, lo);
-      loaded = true;
-    };
-    SaveOptions so;
-    so.durable = opt.durable;
-    so.env = env;
-    if (!opt.model_key.empty()) {
-      load_best();
-      const Value* model = ck.is_dict() ? ck.dict().find(opt.model_key) : nullptr;
-      if (model)
-        ckpt::save(*model, path_of(run::kBestModelFile), so);
-      else
-        warn(str_cat(best.path, ": no '", opt.model_key, "' entry, so no ", run::kBestModelFile, " was written"));
-    }
-    // best.pt: a second name for the file (no copy), replaced atomically.
-    const std::string tmp = str_cat(dir, "/.", run::kBestFile, ".tmp-", ::getpid(), "-0");
-    env->remove_file(tmp);
-    try {
-      env->link_file(best.path, tmp);
-      env->rename_file(tmp, path_of(run::kBestFile));
-      // When best.pt already is a link to this file, POSIX rename() does nothing and the temp
-      // name stays: remove it (a no-op otherwise).
-      env->remove_file(tmp);
-      if (opt.durable) env->sync_dir(dir);
-    } catch (const Error& e) {
-      env->remove_file(tmp);
-      if (e.kind() != ErrorKind::kUnsupported) throw;
-      load_best();
-      ckpt::save(ck, path_of(run::kBestFile), so);
-    }
-    exported_best_ = best.file;
-  }
-
-  // --- steps 5-9 ---------------------------------------------------------------------------------
-
-  void commit(const SavedFile& saved, CheckpointRecord rec) {
-    std::lock_guard<std::mutex> guard(mu);
-    rec.bytes = saved.bytes;
-    rec.content_crc = saved.content_crc;
-    rec.unix_time = run::now_unix();
-    run::Index next = index;
-    rec.seq = next.next_seq++;
-    // A checkpoint under the same name (a step saved again after resuming from an older one)
-    // was replaced by the rename of step 4.
-    next.records.erase(std::remove_if(next.records.begin(), next.records.end(),
-                                      [&](const CheckpointRecord& r) { return r.file == rec.file; }),
-                       next.records.end());
-    next.records.push_back(rec);
-    next.refresh(opt.monitor, opt.mode);
-    if (!next.best.empty() && next.best != exported_best_) export_best(*next.find(next.best));  // 5
-    next.best_exported = exported_best_;
-    // 6. retention
-    std::vector<bool> keep =
-        run::retained(next.records, opt.retention(), next.created_unix, {next.latest, next.best, rec.file});
-    std::vector<CheckpointRecord> kept, victims;
-    for (size_t i = 0; i < next.records.size(); ++i) (keep[i] ? kept : victims).push_back(next.records[i]);
-    next.records = std::move(kept);
-    for (const auto& v : victims) next.pending_delete.push_back(v.file);
-    next.refresh(opt.monitor, opt.mode);
-    // 7-8. the commit point, then the pointer
-    run::write_index_file(env, dir, next, opt.durable);
-    index = next;
-    run::write_latest_file(env, dir, index, opt.durable);
-    // 9. the victims
-    for (const auto& v : victims) env->remove_file(v.path);
+    run.open();
+    if (auto latest = run.latest()) last_step = latest->step;
   }
 
   // --- restore -----------------------------------------------------------------------------------
 
   Value load_record(const CheckpointRecord& r) {
-    if (!env->file_exists(r.path)) fail(ErrorKind::kNotFound, r.path, ": the index lists it but the file is missing");
+    if (!env()->file_exists(r.path)) fail(ErrorKind::kNotFound, r.path, ": the index lists it but the file is missing");
+    if (run::is_directory(r.path)) {
+      // A checkpoint of a distributed run (a run written by several ranks, continued by one
+      // process): its shards joined, each per-rank entry a list by saved rank.
+      // Every piece read is CRC-checked; the metadata against the index.
+      if (opt.verify_on_restore) {
+        uint32_t crc = run::content_crc(env(), r.path);
+        if (crc != r.content_crc)
+          fail(ErrorKind::kCorruption, r.path, ": content CRC ", hex32(crc), " differs from the index's ",
+               hex32(r.content_crc), " (the checkpoint was replaced or rewritten)");
+      }
+      return dist::consolidate(r.path, load_options(true), dist::ConsolidateOptions{{}, 0, 1});
+    }
     Value v = ckpt::load(r.path, load_options(opt.verify_on_restore));
     if (opt.verify_on_restore) {
-      uint32_t crc = format::read_content_crc(env, r.path);
+      uint32_t crc = format::read_content_crc(env(), r.path);
       if (crc != r.content_crc)
         fail(ErrorKind::kCorruption, r.path, ": content CRC ", hex32(crc), " differs from the index's ",
              hex32(r.content_crc), " (the file was replaced or rewritten)");
@@ -366,7 +115,9 @@ struct CheckpointManager::Impl {
     RestoreResult result;
     if (from.kind == ResumeFrom::Kind::kNone) return result;
     if (from.kind == ResumeFrom::Kind::kPath) {
-      result.checkpoint = ckpt::load(from.path, load_options(true));
+      result.checkpoint = run::is_directory(from.path)
+                              ? dist::consolidate(from.path, load_options(true), dist::ConsolidateOptions{{}, 0, 1})
+                              : ckpt::load(from.path, load_options(true));
       result.restored = true;
       result.record.path = from.path;
       result.record.file = io::basename_of(from.path);
@@ -374,27 +125,12 @@ struct CheckpointManager::Impl {
         const Dict& d = result.checkpoint.dict();
         if (const Value* s = d.find(opt.step_key); s && s->is_int()) result.record.step = s->to_int();
         if (const Value* e = d.find(opt.epoch_key); e && e->is_int()) result.record.epoch = e->to_int();
-        if (const Value* m = d.find(opt.metrics_key)) result.record.metrics = numeric_entries(*m);
+        if (const Value* m = d.find(opt.metrics_key)) result.record.metrics = run::numeric_entries(*m);
       }
       return result;
     }
-    std::lock_guard<std::mutex> guard(mu);
     bool changed = false;
-    for (;;) {
-      const CheckpointRecord* pick = nullptr;
-      if (from.kind == ResumeFrom::Kind::kLatest) {
-        pick = index.find(index.latest);
-      } else if (from.kind == ResumeFrom::Kind::kBest) {
-        if (opt.monitor.empty())
-          fail(ErrorKind::kInvalidArgument, "resume from 'best': no metric is monitored (set ManagerOptions::monitor)");
-        pick = index.find(index.best);
-      } else {
-        for (const auto& r : index.records)
-          if (r.step == from.step) pick = &r;
-        if (!pick) fail(ErrorKind::kNotFound, dir, ": no checkpoint at step ", from.step);
-      }
-      if (pick && !pick->damaged.empty()) pick = nullptr;
-      if (!pick) break;
+    while (std::optional<CheckpointRecord> pick = run.pick(from)) {
       try {
         result.checkpoint = load_record(*pick);
         result.record = *pick;
@@ -404,28 +140,30 @@ struct CheckpointManager::Impl {
         if (!falls_back_on(e.kind()) || from.kind == ResumeFrom::Kind::kStep) throw;
         std::string problem = e.what();
         result.skipped.push_back(problem);
-        for (auto& r : index.records)
-          if (r.file == pick->file) r.damaged = problem;
-        index.refresh(opt.monitor, opt.mode);
+        run.mark_damaged(pick->file, problem);
         changed = true;
-        warn(str_cat("skipping damaged checkpoint ", problem, "; falling back to the next older one"));
+        run.warn(str_cat("skipping damaged checkpoint ", problem, "; falling back to the next older one"));
       }
     }
-    if (changed) {
-      run::write_index(env, dir, index, opt.durable);
-    }
+    if (changed) run.write_index();
     if (!result.restored && !result.skipped.empty())
-      fail(ErrorKind::kCorruption, dir, ": no checkpoint verifies (", result.skipped.size(),
+      fail(ErrorKind::kCorruption, run.dir(), ": no checkpoint verifies (", result.skipped.size(),
            " damaged; the newest: ", result.skipped.front(), ")");
     if (result.restored) {
       last_step = result.record.step;
       if (!result.skipped.empty())
-        warn(str_cat("resumed from ", result.record.path, " (step ", result.record.step, ") instead of the newest"));
+        run.warn(str_cat("resumed from ", result.record.path, " (step ", result.record.step, ") instead of the newest"));
     }
     return result;
   }
 
-  // --- save (steps 1-4, then commit) ---------------------------------------------------------------
+  // --- save (steps 1-4, then the commit) -----------------------------------------------------------
+
+  void commit(const SavedFile& saved, CheckpointRecord rec) {
+    rec.bytes = saved.bytes;
+    rec.content_crc = saved.content_crc;
+    run.commit(std::move(rec));
+  }
 
   bool save(const Value& checkpoint, int64_t step, int64_t epoch, std::map<std::string, double> metrics) {
     if (last_step && *last_step == step) {
@@ -433,14 +171,14 @@ struct CheckpointManager::Impl {
       return false;
     }
     CheckpointRecord rec;
-    rec.file = names.format(epoch, step, metrics);
-    rec.path = path_of(rec.file);
+    rec.file = run.file_name(epoch, step, metrics);
+    rec.path = run.path_of(rec.file);
     rec.epoch = epoch;
     rec.step = step;
     rec.metrics = std::move(metrics);
     SaveOptions so;
     so.durable = opt.durable;
-    so.env = env;
+    so.env = env();
     so.progress = opt.progress;
     // Every error names the checkpoint (and so its step), also when the file it failed on is
     // the index or a pointer.
@@ -528,20 +266,15 @@ void CheckpointManager::wait() {
 }
 
 std::vector<CheckpointRecord> CheckpointManager::checkpoints() const {
-  std::lock_guard<std::mutex> guard(impl_->mu);
-  return impl_->index.records;
+  return impl_->run.records();
 }
 
 std::optional<CheckpointRecord> CheckpointManager::latest() const {
-  std::lock_guard<std::mutex> guard(impl_->mu);
-  if (const auto* r = impl_->index.find(impl_->index.latest)) return *r;
-  return std::nullopt;
+  return impl_->run.latest();
 }
 
 std::optional<CheckpointRecord> CheckpointManager::best() const {
-  std::lock_guard<std::mutex> guard(impl_->mu);
-  if (const auto* r = impl_->index.find(impl_->index.best)) return *r;
-  return std::nullopt;
+  return impl_->run.best();
 }
 
 // --- run directories without a manager -----------------------------------------------------------
@@ -566,12 +299,7 @@ std::vector<RunVerifyResult> verify_run(const std::string& directory, const Load
   for (const auto& r : list_run(directory, env)) {
     RunVerifyResult v{r, ""};
     try {
-      if (!env->file_exists(r.path)) fail(ErrorKind::kNotFound, r.path, ": listed in the index but missing");
-      ckpt::verify(r.path, options);
-      uint32_t crc = format::read_content_crc(env, r.path);
-      if (crc != r.content_crc)
-        fail(ErrorKind::kCorruption, r.path, ": content CRC ", hex32(crc), " differs from the index's ",
-             hex32(r.content_crc));
+      run::verify_checkpoint(r.path, r.content_crc, options);
     } catch (const Error& e) {
       v.problem = e.what();
     }
@@ -588,7 +316,7 @@ std::vector<CheckpointRecord> prune_run(const std::string& directory, const Rete
   std::unique_ptr<io::FileLock> lock;
   if (!dry_run) {
     try {
-      lock = env->lock_file(directory + "/" + run::kLockFile, owner_text());
+      lock = env->lock_file(directory + "/" + run::kLockFile, run::owner_text());
     } catch (const Error& e) {
       fail(e.kind(), "run directory '", directory, "' is in use: ", e.what());
     }
@@ -618,7 +346,7 @@ std::vector<CheckpointRecord> prune_run(const std::string& directory, const Rete
   for (const auto& v : victims) next.pending_delete.push_back(v.file);
   next.refresh(next.monitor, next.mode);
   run::write_index(env, directory, next, true);
-  for (const auto& v : victims) env->remove_file(v.path);
+  for (const auto& v : victims) run::remove_checkpoint(env, v.path);
   return victims;
 }
 

@@ -33,7 +33,7 @@ bool plain_name_char(char c) {
 
 }  // namespace
 
-NameTemplate::NameTemplate(std::string text) : text_(std::move(text)) {
+NameTemplate::NameTemplate(std::string text, std::string suffix) : text_(std::move(text)), suffix_(std::move(suffix)) {
   auto bad = [&](const std::string& why) { fail(ErrorKind::kInvalidArgument, "name template '", text_, "': ", why); };
   std::string literal;
   bool has_step = false;
@@ -82,7 +82,7 @@ NameTemplate::NameTemplate(std::string text) : text_(std::move(text)) {
     else if (!f.name.empty())
       re += "([-+0-9.eEinfaNA]+)";
   }
-  pattern_ = std::regex(re + "\\.pt");
+  pattern_ = std::regex(re + regex_escape(suffix_));
 }
 
 std::string NameTemplate::format(int64_t epoch, int64_t step, const std::map<std::string, double>& metrics) const {
@@ -110,7 +110,7 @@ std::string NameTemplate::format(int64_t epoch, int64_t step, const std::map<std
       std::snprintf(buf, sizeof buf, "%.6g", it->second);
     out += buf;
   }
-  return out + ".pt";
+  return out + suffix_;
 }
 
 bool NameTemplate::parse(const std::string& file, int64_t* step, int64_t* epoch) const {

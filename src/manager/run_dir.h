@@ -41,7 +41,9 @@ inline constexpr const char* kFormat = "ckpt-run/1";
 // "epoch={epoch:03}-step={step:06}-val_loss={val_loss:.4f}" -> file names and back.
 class NameTemplate {
  public:
-  explicit NameTemplate(std::string text);  // throws kInvalidArgument naming the problem
+  // `suffix` ends every name: ".pt" for one file per checkpoint, "" for the directories of a
+  // distributed run. Throws kInvalidArgument naming the problem.
+  explicit NameTemplate(std::string text, std::string suffix = ".pt");
   const std::string& text() const { return text_; }
   std::string format(int64_t epoch, int64_t step, const std::map<std::string, double>& metrics) const;
   // Whether `file` is a name this template makes; fills step (and epoch when present).
@@ -54,7 +56,7 @@ class NameTemplate {
     int width = 0;        // {x:0N}
     int decimals = -1;    // {x:.Nf}
   };
-  std::string text_;
+  std::string text_, suffix_;
   std::vector<Field> fields_;
   std::regex pattern_;
 };
