@@ -28,6 +28,7 @@
 #include "ckpt/distributed.h"
 #include "ckpt/distributed_files.h"
 #include "dist/metadata.h"
+#include "dist_world.h"
 #include "fault_env.h"
 
 namespace fs = std::filesystem;
@@ -36,68 +37,6 @@ using ckpt::ErrorKind;
 using ckpt::Value;
 
 namespace {
-
-struct Outcome {
-  bool ok = true;
-  ErrorKind kind = ErrorKind::kIO;
-  std::string what;
-};
-
-class World {
- public:
-  explicit World(int n, std::chrono::milliseconds pg_timeout = 60s) : n_(n) {
-    auto store = c10::make_intrusive<c10d::HashStore>();
-    auto device = c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
-    pgs_.resize(n);
-    run_threads([&](int r) {
-      auto o = c10d::ProcessGroupGloo::Options::create(pg_timeout);
-      o->devices.push_back(device);
-      o->threads = 1;
-      pgs_[r] = c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, n, o);
-    });
-  }
-  int size() const { return n_; }
-
-  // fn(rank, group) on every rank, each in its own thread; what each one threw.
-  std::vector<Outcome> run(const std::function<void(int, c10d::ProcessGroup&)>& fn) {
-    std::vector<Outcome> out(n_);
-    run_threads([&](int r) {
-      try {
-        fn(r, *pgs_[r]);
-      } catch (const ckpt::Error& e) {
-        out[r] = {false, e.kind(), e.what()};
-      } catch (const std::exception& e) {
-        out[r] = {false, ErrorKind::kIO, std::string("not a ckpt::Error: ") + e.what()};
-      }
-    });
-    return out;
-  }
-
- private:
-  void run_threads(const std::function<void(int)>& fn) {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    std::thread watchdog([&] {
-      std::unique_lock<std::mutex> lock(mu);
-      if (!cv.wait_for(lock, 120s, [&] { return done; })) {
-        std::fprintf(stderr, "dist_test: the ranks did not all return within 120 s\n");
-        std::_Exit(3);
-      }
-    });
-    std::vector<std::thread> ts;
-    for (int r = 0; r < n_; ++r) ts.emplace_back([&, r] { fn(r); });
-    for (auto& t : ts) t.join();
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      done = true;
-    }
-    cv.notify_all();
-    watchdog.join();
-  }
-  int n_;
-  std::vector<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pgs_;
-};
 
 class DistTest : public ::testing::Test {
  protected:
@@ -726,4 +665,40 @@ TEST_F(DistTest, ARankKilledMidWriteLeavesNothingPublishedAndTheOtherFailsAtOnce
   World w(1);
   save_all(w, path("c"));
   for (const auto& n : names_in(dir_)) EXPECT_EQ(n.find(".tmp-dist"), std::string::npos) << n;
+}
+
+TEST_F(DistTest, ATemplateWithAnEmptyContainerGetsTheSavedSubtree) {
+  // An optimizer without state yet, a list that grew: the template holds {} or [] where the
+  // checkpoint has a container of tensors and values; load puts the subtree together.
+  World w(2);
+  const std::string ck = path("grown");
+  auto out = w.run([&](int r, c10d::ProcessGroup& pg) {
+    Value state = Value::new_dict();
+    Value opt = Value::new_dict();
+    Value per_param = Value::new_dict();
+    per_param.dict().set("exp_avg", Value(torch::arange(6, torch::kFloat)));
+    per_param.dict().set("step", Value(static_cast<long long>(5)));
+    opt.dict().set(Value(static_cast<long long>(0)), per_param);
+    state.dict().set("state", opt);
+    state.dict().set("history", Value::list({Value(0.5), Value(0.25)}));
+    state.dict().set("rng", ckpt::dist::per_rank(Value(static_cast<long long>(10 + r))));
+    ckpt::dist::save(state, ck, pg, fast_save());
+  });
+  for (const auto& o : out) ASSERT_TRUE(o.ok) << o.what;
+  out = w.run([&](int r, c10d::ProcessGroup& pg) {
+    Value tmpl = Value::new_dict();
+    tmpl.dict().set("state", Value::new_dict());
+    tmpl.dict().set("history", Value::list());
+    tmpl.dict().set("rng", ckpt::dist::per_rank(Value(static_cast<long long>(0))));
+    ckpt::dist::LoadOptions lo;
+    lo.timeout = 20s;
+    ckpt::dist::load(tmpl, ck, pg, lo);
+    const Value& p0 = tmpl.at("state").dict().items().at(0).second;
+    EXPECT_TRUE(torch::equal(p0.at("exp_avg").to_tensor(), torch::arange(6, torch::kFloat)));
+    EXPECT_EQ(p0.at("step").to_int(), 5);
+    ASSERT_EQ(tmpl.at("history").size(), 2u);
+    EXPECT_EQ(tmpl.at("history").items()[1].to_double(), 0.25);
+    EXPECT_EQ(tmpl.at("rng").to_int(), 10 + r);
+  });
+  for (const auto& o : out) EXPECT_TRUE(o.ok) << o.what;
 }

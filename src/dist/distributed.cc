@@ -34,11 +34,13 @@
 #include <set>
 #include <unordered_set>
 
+#include "dist/collectives.h"
 #include "dist/metadata.h"
 #include "dist/reader.h"
 #include "format/archive.h"
 #include "format/zip.h"
 #include "io/env.h"
+#include "manager/run.h"
 #include "util/crc32.h"
 #include "util/errors.h"
 
@@ -50,7 +52,6 @@ namespace {
 
 constexpr const char* kShardType = "ckpt.dist.Shard";
 constexpr const char* kPerRankType = "ckpt.dist.PerRank";
-constexpr size_t kStatusBytes = 4096;
 
 std::vector<int64_t> ints_of(const Value& tuple) {
   std::vector<int64_t> out;
@@ -102,100 +103,10 @@ void walk(Value& v, std::string key, json path, const LeafFn& fn) {
   }
 }
 
-// ---- collectives, each bounded by the timeout ----
+// ---- directories: run::is_directory and run::remove_tree (the Env has no directory removal) ----
 
-void wait_for(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds timeout, const char* what) {
-  try {
-    work->wait(timeout);
-  } catch (const std::exception& e) {
-    fail(ErrorKind::kIO, "ckpt::dist: ", what, " failed: a rank died, or did not answer within ", timeout.count(),
-         " ms (hung, or still writing): ", printable(e.what(), 300));
-  }
-}
-
-// status byte (0 = ok, else 1 + ErrorKind), a u64, then a message.
-struct Status {
-  bool ok = true;
-  ErrorKind kind = ErrorKind::kIO;
-  uint64_t number = 0;
-  std::string message;
-};
-
-Status broadcast_status(c10d::ProcessGroup& pg, const Status& mine, std::chrono::milliseconds timeout,
-                        const char* what) {
-  at::Tensor t = at::zeros({int64_t(kStatusBytes)}, at::kByte);
-  if (pg.getRank() == 0) {
-    auto* p = t.data_ptr<uint8_t>();
-    p[0] = mine.ok ? 0 : uint8_t(1 + int(mine.kind));
-    for (int i = 0; i < 8; ++i) p[1 + i] = uint8_t(mine.number >> (8 * i));
-    const size_t n = std::min(mine.message.size(), kStatusBytes - 10);
-    std::memcpy(p + 9, mine.message.data(), n);
-  }
-  std::vector<at::Tensor> v{t};
-  c10d::BroadcastOptions bo;
-  bo.rootRank = 0;
-  wait_for(pg.broadcast(v, bo), timeout, what);
-  const auto* p = t.data_ptr<uint8_t>();
-  Status s;
-  s.ok = p[0] == 0;
-  if (!s.ok) s.kind = static_cast<ErrorKind>(p[0] - 1);
-  for (int i = 0; i < 8; ++i) s.number |= uint64_t(p[1 + i]) << (8 * i);
-  s.message.assign(reinterpret_cast<const char*>(p + 9),
-                   strnlen(reinterpret_cast<const char*>(p + 9), kStatusBytes - 10));
-  return s;
-}
-
-// Rank 0 gets every rank's bytes (two collectives: lengths, then the padded bytes); the other
-// ranks get an empty vector.
-std::vector<std::string> gather_bytes(c10d::ProcessGroup& pg, const std::string& mine,
-                                      std::chrono::milliseconds timeout) {
-  const int world = pg.getSize();
-  std::vector<at::Tensor> in{at::tensor({static_cast<int64_t>(mine.size())}, at::kLong)};
-  std::vector<std::vector<at::Tensor>> out(1);
-  for (int i = 0; i < world; ++i) out[0].push_back(at::empty({1}, at::kLong));
-  wait_for(pg.allgather(out, in), timeout, "exchanging manifest sizes");
-  int64_t maxlen = 1;
-  std::vector<int64_t> lens(world);
-  for (int i = 0; i < world; ++i) maxlen = std::max(maxlen, lens[i] = out[0][i].item<int64_t>());
-  at::Tensor padded = at::zeros({maxlen}, at::kByte);
-  std::memcpy(padded.data_ptr<uint8_t>(), mine.data(), mine.size());
-  std::vector<at::Tensor> in2{padded};
-  std::vector<std::vector<at::Tensor>> out2;
-  if (pg.getRank() == 0) {
-    out2.resize(1);
-    for (int i = 0; i < world; ++i) out2[0].push_back(at::empty({maxlen}, at::kByte));
-  }
-  c10d::GatherOptions go;
-  go.rootRank = 0;
-  wait_for(pg.gather(out2, in2, go), timeout, "gathering the manifests");
-  std::vector<std::string> res;
-  if (pg.getRank() == 0)
-    for (int i = 0; i < world; ++i)
-      res.emplace_back(reinterpret_cast<const char*>(out2[0][i].data_ptr<uint8_t>()), size_t(lens[i]));
-  return res;
-}
-
-// ---- directories (the Env has no directory removal: plain POSIX, for temp dirs only) ----
-
-bool is_dir(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-void remove_tree(io::Env* env, const std::string& path) noexcept {
-  try {
-    if (!is_dir(path)) return;
-    for (const auto& e : env->list_dir(path)) {
-      const std::string p = path + "/" + e.name;
-      if (is_dir(p))
-        remove_tree(env, p);
-      else
-        env->remove_file(p);
-    }
-    ::rmdir(path.c_str());
-  } catch (...) {
-  }
-}
+using run::is_directory;
+using run::remove_tree;
 
 bool is_temp_dir_name(const std::string& name) {
   const std::string suffix = ".tmp-dist";
@@ -469,7 +380,7 @@ SaveResult save(const Value& state, const std::string& dir_in, c10d::ProcessGrou
     try {
       if (env->publishes_in_place(dir))
         fail(ErrorKind::kUnsupported, dir, ": distributed checkpoints need a filesystem (they rename a directory)");
-      if (env->file_exists(dir) || is_dir(dir))
+      if (env->file_exists(dir) || is_directory(dir))
         fail(ErrorKind::kInvalidArgument, dir, ": already exists (a distributed checkpoint is a new directory)");
       env->create_dirs(parent);
       for (const auto& e : env->list_dir(parent))
@@ -579,7 +490,7 @@ void load_rank(Value& template_, Reader& reader, int rank, int world, const Load
            dims_text(e.shape), ", the template a ", dtype_name(to_dtype(t.scalar_type())), " one of shape ",
            dims_text(global));
   };
-  walk(template_, "", json::array(), [&](Value& v, const std::string& key, const json&) {
+  walk(template_, "", json::array(), [&](Value& v, const std::string& key, const json& path) {
     if (v.is_tensor()) {
       const Entry* e = entry_for(key, {EntryKind::kReplicated, EntryKind::kSharded});
       if (!e) return;
@@ -624,6 +535,21 @@ void load_rank(Value& template_, Reader& reader, int rank, int world, const Load
         for (int r : e->ranks) all[r] = reader.value(r, key);
       }
     } else {
+      // A value the checkpoint holds as a whole, or a subtree whose leaves it holds one by one
+      // (the template has an empty dict or list, or a value, where the saved state had a
+      // container: an optimizer without state yet, a list that grew): put together.
+      if (!meta.find(key)) {
+        const std::string prefix = key + "/";
+        ConsolidateOptions which;
+        which.rank = rank;
+        which.world_size = world;
+        Value sub = assemble(
+            reader, [&](const Entry& e) { return e.key.compare(0, prefix.size(), prefix) == 0; }, path.size(), which);
+        if (!sub.is_none()) {
+          v = std::move(sub);
+          return;
+        }
+      }
       const Entry* e = entry_for(key, {EntryKind::kValue});
       if (!e) return;
       v = reader.value(e->ranks.at(0), key);

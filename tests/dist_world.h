@@ -1,0 +1,87 @@
+// Thread ranks for ckpt::dist tests: N ranks in one process over one c10d::HashStore and one
+// Gloo device, each rank's function on its own thread, with a watchdog that ends the process
+// when a test's ranks have not all returned in time (every wait in these tests is bounded).
+#pragma once
+
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ckpt/error.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Outcome {
+  bool ok = true;
+  ckpt::ErrorKind kind = ckpt::ErrorKind::kIO;
+  std::string what;
+};
+
+class World {
+ public:
+  explicit World(int n, std::chrono::milliseconds pg_timeout = 60s) : n_(n) {
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    auto device = c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+    pgs_.resize(n);
+    run_threads([&](int r) {
+      auto o = c10d::ProcessGroupGloo::Options::create(pg_timeout);
+      o->devices.push_back(device);
+      o->threads = 1;
+      pgs_[r] = c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, n, o);
+    });
+  }
+  int size() const { return n_; }
+
+  // fn(rank, group) on every rank, each in its own thread; what each one threw.
+  std::vector<Outcome> run(const std::function<void(int, c10d::ProcessGroup&)>& fn) {
+    std::vector<Outcome> out(n_);
+    run_threads([&](int r) {
+      try {
+        fn(r, *pgs_[r]);
+      } catch (const ckpt::Error& e) {
+        out[r] = {false, e.kind(), e.what()};
+      } catch (const std::exception& e) {
+        out[r] = {false, ckpt::ErrorKind::kIO, std::string("not a ckpt::Error: ") + e.what()};
+      }
+    });
+    return out;
+  }
+
+ private:
+  void run_threads(const std::function<void(int)>& fn) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread watchdog([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      if (!cv.wait_for(lock, 120s, [&] { return done; })) {
+        std::fprintf(stderr, "dist_test: the ranks did not all return within 120 s\n");
+        std::_Exit(3);
+      }
+    });
+    std::vector<std::thread> ts;
+    for (int r = 0; r < n_; ++r) ts.emplace_back([&, r] { fn(r); });
+    for (auto& t : ts) t.join();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      done = true;
+    }
+    cv.notify_all();
+    watchdog.join();
+  }
+  int n_;
+  std::vector<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pgs_;
+};
+
+}  // namespace
