@@ -16,7 +16,13 @@
 #include "bridge/tensor.h"
 #include "ckpt/async.h"
 #include "ckpt/ckpt.h"
+#include "ckpt/distributed_files.h"
 #include "ckpt/manager.h"
+#ifdef CKPT_WITH_DIST
+#include <torch/csrc/utils/pybind.h>  // c10::intrusive_ptr holders: torch.distributed's ProcessGroup
+
+#include "ckpt/distributed.h"
+#endif
 #include "format/archive.h"
 #include "format/value_access.h"
 
@@ -66,10 +72,28 @@ struct Types {
 
 class ToValue {
  public:
+  // With marker classes (ckpt.distributed.Shard and PerRank): their objects become the
+  // dist::shard() / dist::per_rank() markers of a distributed state.
+  ToValue() = default;
+  ToValue(py::object shard_cls, py::object per_rank_cls)
+      : shard_cls_(std::move(shard_cls)), per_rank_cls_(std::move(per_rank_cls)) {}
+
   Value convert(py::handle obj, const std::string& where, int depth = 0) {
     if (depth > 900) throw py::value_error(where + ": nested too deeply to save");
     const Types& T = Types::get();
     if (obj.is_none()) return Value();
+#ifdef CKPT_WITH_DIST
+    if (shard_cls_ && py::isinstance(obj, shard_cls_)) {
+      py::object local = obj.attr("local");
+      if (!THPVariable_Check(local.ptr())) throw py::type_error(where + ": Shard.local is not a tensor");
+      return translating([&] {
+        return ckpt::dist::shard(THPVariable_Unpack(local.ptr()), obj.attr("offsets").cast<std::vector<int64_t>>(),
+                                 obj.attr("global_shape").cast<std::vector<int64_t>>());
+      });
+    }
+    if (per_rank_cls_ && py::isinstance(obj, per_rank_cls_))
+      return ckpt::dist::per_rank(convert(obj.attr("value"), where, depth + 1));
+#endif
     if (PyBool_Check(obj.ptr())) return Value(obj.ptr() == Py_True);
     if (PyLong_CheckExact(obj.ptr()) || (PyLong_Check(obj.ptr()) && !PyBool_Check(obj.ptr()))) return integer(obj);
     if (PyFloat_Check(obj.ptr())) return Value(PyFloat_AsDouble(obj.ptr()));
@@ -124,6 +148,7 @@ class ToValue {
   }
 
  private:
+  py::object shard_cls_, per_rank_cls_;
   std::unordered_set<PyObject*> open_;  // containers on the current path: a cycle is refused
 
   struct Guard {
@@ -302,7 +327,11 @@ py::object load_path(const std::string& path, py::object map_location, bool mmap
   Value v;
   {
     py::gil_scoped_release release;
-    v = translating([&] { return ckpt::load(path, load_options(mmap, verify)); });
+    v = translating([&] {
+      // A distributed checkpoint directory: its shards joined, per-rank entries a list by rank.
+      if (ckpt::dist::is_distributed_checkpoint(path)) return ckpt::dist::consolidate(path, load_options(false, verify));
+      return ckpt::load(path, load_options(mmap, verify));
+    });
   }
   return translating([&] { return ToPython(std::move(map_location)).convert(v); });
 }
@@ -457,6 +486,72 @@ class PyManager {
   std::unique_ptr<ckpt::CheckpointManager> manager_;
 };
 
+#ifdef CKPT_WITH_DIST
+// --- ckpt.distributed: the process group is torch.distributed's own (a c10d::ProcessGroup) -----
+
+c10::intrusive_ptr<c10d::ProcessGroup> group_of(py::handle group) {
+  try {
+    return group.cast<c10::intrusive_ptr<c10d::ProcessGroup>>();
+  } catch (const py::cast_error&) {
+    throw py::type_error("group: not a torch.distributed ProcessGroup");
+  }
+}
+
+// Shard markers become None, so the rest converts back to Python (the shards' tensors are the
+// caller's, filled in place).
+void drop_markers(Value& v) {
+  if (ckpt::dist::is_shard(v) || ckpt::dist::is_per_rank(v)) {
+    v = Value();
+  } else if (v.is_dict()) {
+    for (auto& item : const_cast<std::vector<ckpt::Dict::Item>&>(v.dict().items())) drop_markers(item.second);
+  } else if (v.is_list() || v.is_tuple()) {
+    for (auto& x : v.items()) drop_markers(x);
+  }
+}
+
+py::dict dist_save(py::handle state, const std::string& path, py::handle group, py::object shard_cls,
+                   py::object per_rank_cls, double timeout_s, bool durable) {
+  auto pg = group_of(group);
+  Value v = ToValue(std::move(shard_cls), std::move(per_rank_cls)).convert(state, "state_dict");
+  ckpt::dist::SaveOptions so;
+  so.timeout = std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  so.durable = durable;
+  ckpt::dist::SaveResult r;
+  {
+    py::gil_scoped_release release;
+    r = translating([&] { return ckpt::dist::save(v, path, *pg, so); });
+  }
+  py::dict out;
+  out["path"] = r.dir;
+  out["bytes_this_rank"] = r.bytes_this_rank;
+  out["metadata_bytes"] = r.metadata_bytes;
+  return out;
+}
+
+py::tuple dist_load(py::handle state, const std::string& path, py::handle group, py::object shard_cls,
+                    py::object per_rank_cls, double timeout_s, bool strict) {
+  auto pg = group_of(group);
+  Value v = ToValue(std::move(shard_cls), std::move(per_rank_cls)).convert(state, "state_dict");
+  ckpt::dist::LoadOptions lo;
+  lo.timeout = std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  lo.strict = strict;
+  ckpt::dist::LoadResult r;
+  {
+    py::gil_scoped_release release;
+    r = translating([&] { return ckpt::dist::load(v, path, *pg, lo); });
+  }
+  drop_markers(v);
+  py::object loaded = translating([&] { return ToPython(py::none()).convert(v); });
+  py::dict per_rank;
+  for (auto& [key, values] : r.per_rank) {
+    py::list by_rank;
+    for (auto& x : values) by_rank.append(translating([&] { return ToPython(py::none()).convert(x); }));
+    per_rank[py::str(key)] = by_rank;
+  }
+  return py::make_tuple(loaded, r.saved_world_size, per_rank);
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_ckpt, m) {
@@ -474,6 +569,15 @@ PYBIND11_MODULE(_ckpt, m) {
   m.def("load_path", &load_path, py::arg("path"), py::arg("map_location"), py::arg("mmap"), py::arg("verify"));
   m.def("load_bytes", &load_bytes, py::arg("data"), py::arg("name"), py::arg("map_location"), py::arg("verify"));
   m.def("verify_path", &verify_path, py::arg("path"));
+#ifdef CKPT_WITH_DIST
+  m.def("dist_save", &dist_save, py::arg("state"), py::arg("path"), py::arg("group"), py::arg("shard_cls"),
+        py::arg("per_rank_cls"), py::arg("timeout_s"), py::arg("durable"));
+  m.def("dist_load", &dist_load, py::arg("state"), py::arg("path"), py::arg("group"), py::arg("shard_cls"),
+        py::arg("per_rank_cls"), py::arg("timeout_s"), py::arg("strict"));
+  m.attr("has_distributed") = true;
+#else
+  m.attr("has_distributed") = false;
+#endif
   py::class_<PyAsyncSaver>(m, "AsyncSaver")
       .def(py::init<size_t>(), py::arg("max_in_flight") = 1)
       .def("save", &PyAsyncSaver::save, py::arg("obj"), py::arg("path"), py::arg("durable") = true)

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/diff.h"
+#include "ckpt/distributed_files.h"
 #include "ckpt/manager.h"
 #include "progress.h"
 #include "util/errors.h"
@@ -74,7 +75,11 @@ int diff_command(const std::string& a_arg, const std::string& b_arg, double rtol
   const std::string a_path = resolve_checkpoint(a_arg), b_path = resolve_checkpoint(b_arg);
   LoadOptions lazy;
   lazy.mmap = true;  // tensors view the files: nothing of either is copied
-  Value a = load(a_path, lazy), b = load(b_path, lazy);
+  // A distributed checkpoint directory compares as its consolidated state.
+  auto read = [&](const std::string& path) {
+    return dist::is_distributed_checkpoint(path) ? dist::consolidate(path) : load(path, lazy);
+  };
+  Value a = read(a_path), b = read(b_path);
   DiffOptions o;
   o.rtol = rtol;
   o.atol = atol;
