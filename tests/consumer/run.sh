@@ -17,3 +17,10 @@ cmake --build "$work/build"
 rm -rf "$work/run"
 "$work/build/consumer" "$work/run"
 "$work/build/consumer" "$work/run"   # again: resumes from the first run's checkpoint
+if [ -x "$work/build/consumer_dist" ]; then  # one rank, its store on a free port
+  port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  export RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port
+  rm -rf "$work/run-dist"
+  timeout 120 "$work/build/consumer_dist" "$work/run-dist"
+  timeout 120 "$work/build/consumer_dist" "$work/run-dist"
+fi
