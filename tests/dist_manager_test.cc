@@ -465,3 +465,63 @@ TEST_F(DistManagerTest, ValuesWithPerRankAndShardedEntriesRoundTripThroughTheRun
     EXPECT_EQ(tmpl.at("step").to_int(), 7);
   }));
 }
+
+TEST_F(DistManagerTest, AsyncSavesCommitInTheBackgroundOnTheirOwnGroupAndResumeExactly) {
+  World world(2, 60s, 2);
+  Trainer ref(1);
+  for (int64_t s = 0; s < 6; ++s) train_step(*ref.nets[0], *ref.opts[0], s);
+  ManagerOptions o = quiet();
+  o.async = true;
+  o.save_every_steps = 1;
+  o.keep_last = 2;
+  Trainer t(2);
+  expect_all_ok(world.run([&](int r, c10d::ProcessGroup& pg) {
+    ckpt::dist::ManagerInit init = bounded();
+    init.commit_group = &world.side(r);
+    ckpt::dist::CheckpointManager m(run_dir(), pg, o, init);
+    auto st = t.state(r);
+    while (st.step < 4) {
+      train_step(*t.nets[r], *t.opts[r], st.step);
+      ++st.step;
+      EXPECT_TRUE(m.step(st));
+      // Training goes on at once: the collectives of this group interleave with the save's.
+      std::vector<at::Tensor> probe{torch::ones({1})};
+      pg.allreduce(probe)->wait();
+      EXPECT_EQ(probe[0].item<float>(), 2.0f);
+    }
+    // The model moves on while step 4's save may still be writing: the save has its snapshot.
+    train_step(*t.nets[r], *t.opts[r], st.step);
+    m.wait();
+    EXPECT_EQ(m.latest()->step, 4);
+  }));
+  auto listed = ckpt::list_run(run_dir());
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed.back().step, 4);
+  for (const auto& v : ckpt::verify_run(run_dir())) EXPECT_EQ(v.problem, "") << v.record.file;
+  // The snapshot is the state at save(): what step 4 saved is what training had at step 4.
+  Trainer back(2);
+  expect_all_ok(world.run([&](int r, c10d::ProcessGroup& pg) {
+    ckpt::dist::ManagerInit init = bounded();
+    init.commit_group = &world.side(r);
+    ckpt::dist::CheckpointManager m(run_dir(), pg, o, init);
+    auto st = back.state(r);
+    ASSERT_TRUE(m.restore(st).restored);
+    EXPECT_EQ(st.step, 4);
+    while (st.step < 6) {
+      train_step(*back.nets[r], *back.opts[r], st.step);
+      ++st.step;
+    }
+  }));
+  expect_same_params(*back.nets[0], *ref.nets[0]);
+  expect_same_params(*back.nets[1], *ref.nets[0]);
+}
+
+TEST_F(DistManagerTest, AsyncWithoutACommitGroupIsRefused) {
+  World world(1);
+  ManagerOptions o = quiet();
+  o.async = true;
+  auto out = world.run([&](int, c10d::ProcessGroup& pg) { ckpt::dist::CheckpointManager m(run_dir(), pg, o, bounded()); });
+  ASSERT_FALSE(out[0].ok);
+  EXPECT_EQ(out[0].kind, ErrorKind::kInvalidArgument);
+  EXPECT_NE(out[0].what.find("commit_group"), std::string::npos) << out[0].what;
+}

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
@@ -30,17 +31,24 @@ struct Outcome {
 
 class World {
  public:
-  explicit World(int n, std::chrono::milliseconds pg_timeout = 60s) : n_(n) {
+  // `groups` process groups per rank over the same ranks (the second: an async commit group).
+  explicit World(int n, std::chrono::milliseconds pg_timeout = 60s, int groups = 1) : n_(n) {
     auto store = c10::make_intrusive<c10d::HashStore>();
     auto device = c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
     pgs_.resize(n);
+    side_.resize(n);
     run_threads([&](int r) {
       auto o = c10d::ProcessGroupGloo::Options::create(pg_timeout);
       o->devices.push_back(device);
       o->threads = 1;
       pgs_[r] = c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, n, o);
+      if (groups > 1)
+        side_[r] = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("side", store),
+                                                               r, n, o);
     });
   }
+  // Rank r's second group (World(n, timeout, 2)).
+  c10d::ProcessGroup& side(int r) { return *side_.at(r); }
   int size() const { return n_; }
 
   // fn(rank, group) on every rank, each in its own thread; what each one threw.
@@ -81,7 +89,7 @@ class World {
     watchdog.join();
   }
   int n_;
-  std::vector<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pgs_;
+  std::vector<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pgs_, side_;
 };
 
 }  // namespace

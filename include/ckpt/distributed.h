@@ -112,5 +112,10 @@ struct Group {
   int rank = 0, world_size = 1;
 };
 Group init_from_env(const InitOptions& options = {});
+// Another process group over the same ranks and store, its keys under `name` (every rank calls
+// it with the same name): for collectives that must not interleave with the first group's, such
+// as the run manager's async commits.
+c10::intrusive_ptr<c10d::ProcessGroup> new_group(const Group& group, const std::string& name,
+                                                 const InitOptions& options = {});
 
 }  // namespace ckpt::dist

@@ -26,6 +26,10 @@
 // the same steps and restore the same checkpoint. Every collective waits at most `timeout`: a
 // rank that died or hangs makes the others throw a ckpt::Error rather than wait forever.
 //
+// Async (ManagerOptions::async): save() copies the state's tensors and returns; a thread of
+// each rank writes its share and commits, on ManagerInit::commit_group. One save is in flight
+// at a time: the next save() (or wait()) waits for it and throws its error on every rank.
+//
 // With TrainingState (data parallel): the model, optimizer and scheduler states are replicated
 // (written once in total, spread over the ranks), epoch, step and metrics come from rank 0, and
 // the RNG state is kept per rank. Restored with the same world size, every rank gets its own RNG
@@ -56,6 +60,10 @@ namespace ckpt::dist {
 struct ManagerInit {
   // The bound on every collective of a save, a commit and a restore (see kDefaultTimeout).
   std::chrono::milliseconds timeout = kDefaultTimeout;
+  // Async saves (ManagerOptions::async) run their collectives on this group — another group over
+  // the same ranks (dist::new_group), so that they never interleave with the training's
+  // collectives on the manager's group. Required for async; unused otherwise.
+  c10d::ProcessGroup* commit_group = nullptr;
 };
 
 // What a restore did beyond RestoreResult.
@@ -95,14 +103,16 @@ class CheckpointManager {
   // rank's signal decide for all); otherwise local and the same on every rank.
   bool should_save_step(int64_t step);
   bool should_save_epoch(int64_t epoch) const;
-  void wait() {}  // saves are synchronous: durable and committed when save() returns
+  // Blocks until the save in flight (async) is committed on every rank; throws its error.
+  // Synchronous saves are committed when save() returns.
+  void wait();
   // True once a preemption signal reached any rank and the checkpoint was saved on all ranks.
   bool preempted() const { return preempted_; }
 
   // Rank 0: the index's records; other ranks: empty.
   std::vector<CheckpointRecord> checkpoints() const;
   // Every rank: the checkpoint last committed or restored by this manager.
-  std::optional<CheckpointRecord> latest() const { return latest_; }
+  std::optional<CheckpointRecord> latest() const;
   // Rank 0: the best by the monitored metric; other ranks: nullopt.
   std::optional<CheckpointRecord> best() const;
   const RestoreInfo& restore_info() const { return info_; }
@@ -117,7 +127,6 @@ class CheckpointManager {
   std::string dir_;
   int rank_ = 0, world_ = 1;
   std::unique_ptr<Impl> impl_;
-  std::optional<CheckpointRecord> latest_;
   RestoreInfo info_;
   bool preempted_ = false;
   double blocked_seconds_ = 0;

@@ -17,7 +17,9 @@
 #include "ckpt/distributed_manager.h"
 
 #include <algorithm>
+#include <future>
 #include <iostream>
+#include <mutex>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/distributed_files.h"
@@ -56,11 +58,28 @@ struct CheckpointManager::Impl {
   std::chrono::milliseconds timeout;
   std::unique_ptr<run::Run> run;  // rank 0 only
   std::unique_ptr<PreemptionGuard> preemption;
+  c10d::ProcessGroup* commit_pg = nullptr;  // async saves' collectives
   std::optional<int64_t> last_step;
   Value last_loaded;  // a single-file checkpoint restored by the Value overload
   Clock::time_point last_save_time = Clock::now();
+  std::future<void> in_flight;  // the async save being written and committed
+  mutable std::mutex mu;        // guards `latest` (an async commit sets it on its thread)
+  std::optional<CheckpointRecord> latest;
 
   Impl(c10d::ProcessGroup& g, ManagerOptions o, std::chrono::milliseconds t) : pg(g), opt(std::move(o)), timeout(t) {}
+
+  void set_latest(CheckpointRecord r) {
+    std::lock_guard<std::mutex> lock(mu);
+    latest = std::move(r);
+  }
+
+  // Waits for the save in flight; rethrows its error.
+  void wait() {
+    if (in_flight.valid()) in_flight.get();
+  }
+
+  void save_now(c10d::ProcessGroup& group, const Value& state, int64_t step, int64_t epoch,
+                std::map<std::string, double> metrics, const std::string& dir);
 
   bool coordinator() const { return pg.getRank() == 0; }
   io::Env* env() const { return opt.env ? opt.env : io::Env::Default(); }
@@ -83,6 +102,9 @@ struct CheckpointManager::Impl {
   // Rank 0 runs `f` (which fills `number`/`message` of the status it returns); every rank gets
   // the outcome, and every rank throws the same error when it failed.
   Status on_coordinator(const char* what, const std::function<Status()>& f) {
+    return on_coordinator(pg, what, f);
+  }
+  Status on_coordinator(c10d::ProcessGroup& group, const char* what, const std::function<Status()>& f) {
     Status s;
     if (coordinator()) {
       try {
@@ -93,7 +115,7 @@ struct CheckpointManager::Impl {
         s = {false, ErrorKind::kIO, 0, e.what()};
       }
     }
-    s = broadcast_status(pg, s, timeout, what);
+    s = broadcast_status(group, s, timeout, what);
     if (!s.ok) fail(s.kind, s.message);
     return s;
   }
@@ -105,6 +127,15 @@ CheckpointManager::CheckpointManager(std::string directory, c10d::ProcessGroup& 
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
   if (dir_.empty()) fail(ErrorKind::kInvalidArgument, "dist::CheckpointManager: empty run directory name");
   impl_ = std::make_unique<Impl>(pg, std::move(options), init.timeout);
+  impl_->commit_pg = init.commit_group;
+  if (impl_->opt.async && (!init.commit_group || init.commit_group == &pg))
+    fail(ErrorKind::kInvalidArgument,
+         "dist::CheckpointManager: async saves need ManagerInit::commit_group, a second group over the same ranks "
+         "(ckpt::dist::new_group), so that their collectives never interleave with the training's");
+  if (init.commit_group && (init.commit_group->getRank() != rank_ || init.commit_group->getSize() != world_))
+    fail(ErrorKind::kInvalidArgument, "dist::CheckpointManager: the commit group's rank/size (",
+         init.commit_group->getRank(), "/", init.commit_group->getSize(), ") differ from the group's (", rank_, "/",
+         world_, ")");
   if (impl_->opt.handle_preemption) impl_->preemption = std::make_unique<PreemptionGuard>(impl_->opt.preempt_on_sigusr1);
   Status s = impl_->on_coordinator("opening the run directory", [&] {
     auto run = std::make_unique<run::Run>(dir_, impl_->opt, run::EntryKind::kDistributed);
@@ -138,11 +169,26 @@ CheckpointManager::CheckpointManager(std::string directory, c10d::ProcessGroup& 
     r.path = dir_ + "/" + r.file;
     r.step = int64_t(s.number - 1);
     r.latest = true;
-    latest_ = r;
+    impl_->set_latest(r);
   }
 }
 
-CheckpointManager::~CheckpointManager() = default;
+CheckpointManager::~CheckpointManager() {
+  try {
+    impl_->wait();
+  } catch (const std::exception& e) {
+    std::cerr << "ckpt: a background distributed save failed and nobody called wait(): " << e.what() << "\n";
+  }
+}
+
+void CheckpointManager::wait() {
+  impl_->wait();
+}
+
+std::optional<CheckpointRecord> CheckpointManager::latest() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->latest;
+}
 
 std::vector<CheckpointRecord> CheckpointManager::checkpoints() const {
   return impl_->run ? impl_->run->records() : std::vector<CheckpointRecord>{};
@@ -154,12 +200,56 @@ std::optional<CheckpointRecord> CheckpointManager::best() const {
 
 // --- save ------------------------------------------------------------------------------------------
 
+// A copy of `state` that training may not change under a background save: every tensor (plain,
+// a shard's local slice, inside a per-rank value) copied; other leaves are values already.
+Value snapshot(const Value& v) {
+  if (v.is_tensor()) return Value(v.to_tensor().clone());
+  if (is_shard(v)) {
+    ShardInfo s = shard_info(v);
+    return shard(s.local.clone(), s.offsets, s.global_shape);
+  }
+  if (is_per_rank(v)) return per_rank(snapshot(v.object_args().items().at(0)));
+  if (v.is_dict()) {
+    Value out = Value(Dict(v.dict().flavor()));
+    for (const auto& [k, x] : v.dict()) out.dict().set(k, snapshot(x));
+    out.dict().set_attributes(v.dict().attributes());
+    return out;
+  }
+  if (v.is_list() || v.is_tuple()) {
+    std::vector<Value> items;
+    for (const auto& x : v.items()) items.push_back(snapshot(x));
+    return v.is_list() ? Value::list(std::move(items)) : Value::tuple(std::move(items));
+  }
+  return v;
+}
+
 bool CheckpointManager::save(const Value& state, int64_t step, int64_t epoch, std::map<std::string, double> metrics) {
   auto t0 = Clock::now();
-  if (impl_->last_step && *impl_->last_step == step) return false;
   Impl& m = *impl_;
+  if (m.last_step && *m.last_step == step) {
+    m.wait();  // still report an earlier background failure
+    return false;
+  }
+  if (m.opt.async) {
+    m.wait();  // one save in flight: the previous one is committed (or its error thrown) first
+    auto job = std::make_shared<Value>(snapshot(state));
+    m.in_flight = std::async(std::launch::async, [&m, job, step, epoch, metrics = std::move(metrics), dir = dir_] {
+      m.save_now(*m.commit_pg, *job, step, epoch, metrics, dir);
+    });
+  } else {
+    m.save_now(m.pg, state, step, epoch, std::move(metrics), dir_);
+  }
+  m.last_step = step;
+  m.last_save_time = Clock::now();
+  blocked_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  return true;
+}
+
+void CheckpointManager::Impl::save_now(c10d::ProcessGroup& group, const Value& state, int64_t step, int64_t epoch,
+                                       std::map<std::string, double> metrics, const std::string& dir) {
+  Impl& m = *this;
   // 1. Rank 0 names the checkpoint and moves a directory of that name aside.
-  Status named = m.on_coordinator("naming the checkpoint", [&] {
+  Status named = m.on_coordinator(group, "naming the checkpoint", [&] {
     Status s;
     s.message = m.run->file_name(epoch, step, metrics);
     const std::string path = m.run->path_of(s.message);
@@ -169,7 +259,7 @@ bool CheckpointManager::save(const Value& state, int64_t step, int64_t epoch, st
     }
     return s;
   });
-  const std::string file = named.message, path = dir_ + "/" + file;
+  const std::string file = named.message, path = dir + "/" + file;
   // 2-4. Every rank writes its share; rank 0 publishes the directory.
   SaveOptions so;
   so.durable = m.opt.durable;
@@ -178,7 +268,7 @@ bool CheckpointManager::save(const Value& state, int64_t step, int64_t epoch, st
   std::string save_error;
   ErrorKind save_kind = ErrorKind::kIO;
   try {
-    dist::save(state, path, m.pg, so);
+    dist::save(state, path, group, so);
   } catch (const Error& e) {
     save_error = e.what();
     save_kind = e.kind();
@@ -210,7 +300,7 @@ bool CheckpointManager::save(const Value& state, int64_t step, int64_t epoch, st
   }
   // Every rank took part in dist::save's collectives, so every rank reaches this broadcast
   // unless a peer died (then it throws the collective's error).
-  committed = broadcast_status(m.pg, committed, m.timeout, "committing the checkpoint");
+  committed = broadcast_status(group, committed, m.timeout, "committing the checkpoint");
   if (!committed.ok) {
     if (!save_error.empty()) fail(save_kind, save_error);
     fail(committed.kind, "saving ", file, " (step ", step, "): rank 0: ", committed.message);
@@ -222,11 +312,7 @@ bool CheckpointManager::save(const Value& state, int64_t step, int64_t epoch, st
   r.epoch = epoch;
   r.metrics = std::move(metrics);
   r.latest = true;
-  latest_ = r;
-  m.last_step = step;
-  m.last_save_time = Clock::now();
-  blocked_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
-  return true;
+  m.set_latest(std::move(r));
 }
 
 // --- restore ---------------------------------------------------------------------------------------
@@ -325,6 +411,7 @@ static RestoreResult restore_agreed(CheckpointManager::Impl& m, const std::strin
 RestoreResult CheckpointManager::restore(Value& template_, const ResumeFrom& from) {
   info_ = {};
   Impl& m = *impl_;
+  m.wait();
   RestoreResult r = restore_agreed(m, dir_, from, [&](const std::string& path) {
     if (dist::is_distributed_checkpoint(path)) {
       dist::LoadOptions lo;
@@ -342,7 +429,7 @@ RestoreResult CheckpointManager::restore(Value& template_, const ResumeFrom& fro
   });
   if (r.restored) {
     r.checkpoint = std::move(m.last_loaded);
-    latest_ = r.record;
+    m.set_latest(r.record);
   }
   return r;
 }
@@ -359,6 +446,7 @@ bool CheckpointManager::save(const TrainingState& state) {
 RestoreResult CheckpointManager::restore(TrainingState& state, const ResumeFrom& from, bool strict) {
   info_ = {};
   Impl& m = *impl_;
+  m.wait();
   RestoreResult r = restore_agreed(m, dir_, from, [&](const std::string& path) {
     Value ck;
     bool rng_here = state.rng;
@@ -392,7 +480,7 @@ RestoreResult CheckpointManager::restore(TrainingState& state, const ResumeFrom&
     info_.rng_restored = rng_here;
   });
   if (r.restored) {
-    latest_ = r.record;
+    m.set_latest(r.record);
     if (state.rng && !info_.rng_restored && rank_ == 0)
       impl_->warn(str_cat(r.record.path, ": saved by ",
                           info_.saved_world_size ? std::to_string(info_.saved_world_size) : "one process (no ranks)",
@@ -438,6 +526,7 @@ bool CheckpointManager::preemption_due() {
 
 bool CheckpointManager::save_for_preemption(const TrainingState& state) {
   save(state);
+  wait();
   preempted_ = true;
   return true;
 }

@@ -69,4 +69,19 @@ Group init_from_env(const InitOptions& options) {
   return g;
 }
 
+c10::intrusive_ptr<c10d::ProcessGroup> new_group(const Group& group, const std::string& name,
+                                                 const InitOptions& options) {
+  if (!group.store) fail(ErrorKind::kInvalidArgument, "ckpt::dist::new_group: the group has no store");
+  try {
+    auto store = c10::make_intrusive<c10d::PrefixStore>("/ckpt/" + name, group.store);
+    auto opts = c10d::ProcessGroupGloo::Options::create(options.timeout);
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options.hostname));
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, group.rank, group.world_size, opts);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(ErrorKind::kIO, "ckpt::dist::new_group '", name, "': rank ", group.rank, ": ", printable(e.what(), 300));
+  }
+}
+
 }  // namespace ckpt::dist
