@@ -123,14 +123,26 @@ struct Prepared {
   std::string digest_text;                                     // the replicated keys every rank must agree on
 };
 
+// A storage of exactly `t`'s bytes (t contiguous), sharing its memory: the DataPtr's context
+// keeps the whole storage alive. A row slice of a larger tensor is written without a copy.
+at::Tensor alias_exact(const at::Tensor& t) {
+  const size_t nbytes = size_t(t.numel()) * t.element_size();
+  auto* keep = new at::Storage(t.storage());
+  char* data = static_cast<char*>(t.storage().data()) + t.storage_offset() * t.element_size();
+  at::DataPtr ptr(data, keep, [](void* ctx) { delete static_cast<at::Storage*>(ctx); }, t.device());
+  at::Storage storage(at::Storage::use_byte_size_t(), nbytes, std::move(ptr), nullptr, false);
+  return at::empty({0}, t.options()).set_(storage, 0, t.sizes(), t.strides());
+}
+
 at::Tensor own_storage(const at::Tensor& t, std::unordered_set<const void*>& seen) {
   at::Tensor x = t.device().is_cpu() ? t : t.cpu();
   const bool exact =
       x.is_contiguous() && x.storage_offset() == 0 && x.storage().nbytes() == size_t(x.numel()) * x.element_size();
-  if (!exact || !seen.insert(x.storage().unsafeGetStorageImpl()).second) {
-    x = x.clone(at::MemoryFormat::Contiguous);
-    seen.insert(x.storage().unsafeGetStorageImpl());
-  }
+  if (exact && seen.insert(x.storage().unsafeGetStorageImpl()).second) return x;
+  // Part of a larger storage, or a storage another entry already writes: a storage of its own —
+  // an alias of its bytes when they are contiguous, else a contiguous copy.
+  x = x.is_contiguous() && x.numel() > 0 ? alias_exact(x) : x.clone(at::MemoryFormat::Contiguous);
+  seen.insert(x.storage().unsafeGetStorageImpl());
   return x;
 }
 

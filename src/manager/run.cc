@@ -140,7 +140,10 @@ Run::Run(std::string dir, const ManagerOptions& options, EntryKind kind)
       dir_(std::move(dir)),
       opt_(options),
       kind_(kind),
-      names_(options.name_template, kind == EntryKind::kFile ? ".pt" : "") {}
+      names_(options.name_template, kind == EntryKind::kFile ? ".pt" : "") {
+  // A run may hold both kinds (one process and several ranks took turns): both are recognised.
+  old_names_.emplace_back(options.name_template, kind == EntryKind::kFile ? "" : ".pt");
+}
 
 Run::~Run() = default;
 
@@ -168,8 +171,12 @@ bool Run::own_final_name(const std::string& file) const {
 
 bool Run::is_entry(const io::DirEntry& e) const {
   if (!recognised(e.name)) return false;
-  if (kind_ == EntryKind::kFile) return e.is_file;
-  return !e.is_file && env_->file_exists(path_of(e.name) + "/" + kDistMetadata);
+  if (e.is_file) return e.name.size() > 3 && e.name.compare(e.name.size() - 3, 3, ".pt") == 0;
+  return env_->file_exists(path_of(e.name) + "/" + kDistMetadata);
+}
+
+bool Run::is_dir_record(const std::string& file) const {
+  return is_directory(path_of(file));
 }
 
 LoadOptions Run::load_options(bool verify) const {
@@ -202,7 +209,8 @@ void Run::open() {
     index_ = std::move(*existing);
     if (!index_.name_template.empty() && index_.name_template != names_.text()) {
       try {
-        old_names_.emplace_back(index_.name_template, kind_ == EntryKind::kFile ? ".pt" : "");
+        old_names_.emplace_back(index_.name_template, ".pt");
+        old_names_.emplace_back(index_.name_template, "");
       } catch (const Error&) {
       }
       dirty = true;
@@ -219,7 +227,7 @@ void Run::open() {
     std::string final_name = io::final_name_of_temp(e.name);
     if (e.is_file && !final_name.empty() && own_final_name(final_name))
       env_->remove_file(path_of(e.name));
-    else if (!e.is_file && kind_ == EntryKind::kDistributed && is_dist_temp_dir(e.name))
+    else if (!e.is_file && is_dist_temp_dir(e.name))
       remove_tree(env_, path_of(e.name));
   }
   // 0b. an interrupted retention pass
@@ -267,7 +275,7 @@ void Run::open() {
 // file is gone.
 std::string Run::best_exported_marker() const {
   if (index_.best_exported.empty()) return "";
-  if (kind_ == EntryKind::kFile && !env_->file_exists(path_of(kBestFile))) return "";
+  if (!is_dir_record(index_.best_exported) && !env_->file_exists(path_of(kBestFile))) return "";
   if (!opt_.model_key.empty() && !env_->file_exists(path_of(kBestModelFile))) return "";
   return index_.best_exported;
 }
@@ -280,7 +288,7 @@ CheckpointRecord Run::adopt(const std::string& file) {
   names_.parse(file, &r.step, &r.epoch);
   for (const auto& t : old_names_) t.parse(file, &r.step, &r.epoch);
   Value ck;
-  if (kind_ == EntryKind::kDistributed) {
+  if (is_directory(path)) {
     dist::DistVerifyReport report = dist::verify_distributed(path, load_options(true));
     dist::ConsolidateOptions which;
     which.only = {opt_.step_key, opt_.epoch_key, opt_.metrics_key};
@@ -311,7 +319,7 @@ void Run::export_best(const CheckpointRecord& best) {
   SaveOptions so;
   so.durable = opt_.durable;
   so.env = env_;
-  if (kind_ == EntryKind::kDistributed) {
+  if (is_directory(best.path)) {
     if (!opt_.model_key.empty()) {
       dist::ConsolidateOptions which;
       which.only = {opt_.model_key};
@@ -322,6 +330,8 @@ void Run::export_best(const CheckpointRecord& best) {
       else
         warn(str_cat(best.path, ": no '", opt_.model_key, "' entry, so no ", kBestModelFile, " was written"));
     }
+    // A best.pt of an earlier single-process best would now name the wrong checkpoint.
+    env_->remove_file(path_of(kBestFile));
     exported_best_ = best.file;
     return;
   }

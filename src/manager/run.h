@@ -84,6 +84,7 @@ class Run {
   bool is_entry(const io::DirEntry& e) const;
   CheckpointRecord adopt(const std::string& file);
   std::string best_exported_marker() const;
+  bool is_dir_record(const std::string& file) const;
   void export_best(const CheckpointRecord& best);
   LoadOptions load_options(bool verify) const;
 
@@ -91,8 +92,8 @@ class Run {
   std::string dir_;
   ManagerOptions opt_;
   EntryKind kind_;
-  NameTemplate names_;
-  std::vector<NameTemplate> old_names_;  // templates of earlier runs in this directory
+  NameTemplate names_;                   // the names of this writer's checkpoints
+  std::vector<NameTemplate> old_names_;  // the other kind's names, and templates of earlier runs
   std::unique_ptr<io::FileLock> lock_;
   mutable std::mutex mu_;  // guards index_
   Index index_;
