@@ -678,3 +678,36 @@ TEST_F(DistManagerTest, ARankKilledAtTwentyRandomMomentsNeverLeavesADamagedCheck
     EXPECT_EQ(n.find(".replaced"), std::string::npos) << n;
   }
 }
+
+#ifdef CKPT_CLI
+TEST_F(DistManagerTest, TheCliListsVerifiesAndDiffsADistributedRun) {
+  World world(2);
+  ManagerOptions o = quiet();
+  Trainer t(2);
+  expect_all_ok(world.run([&](int r, c10d::ProcessGroup& pg) {
+    ckpt::dist::CheckpointManager m(run_dir(), pg, o, bounded());
+    auto st = t.state(r);
+    for (int i = 0; i < 2; ++i) {
+      train_step(*t.nets[r], *t.opts[r], st.step);
+      ++st.step;
+      m.save(st);
+    }
+  }));
+  const std::string log = (dir_ / "log.txt").string();
+  auto run = [&](const std::string& args) {
+    const int rc = std::system((std::string(CKPT_CLI) + " " + args + " > " + log + " 2>&1").c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  EXPECT_EQ(run("ls " + run_dir()), 0) << ckpt::test::read_file(log);
+  EXPECT_NE(ckpt::test::read_file(log).find("epoch=000-step=000002"), std::string::npos) << ckpt::test::read_file(log);
+  EXPECT_EQ(run("verify " + run_dir()), 0) << ckpt::test::read_file(log);
+  EXPECT_EQ(run("diff " + run_dir() + "@2 " + run_dir() + "@2"), 0) << ckpt::test::read_file(log);
+  EXPECT_EQ(run("diff " + run_dir() + "@1 " + run_dir() + "@2"), 1) << ckpt::test::read_file(log);
+  EXPECT_NE(ckpt::test::read_file(log).find("fc1.weight"), std::string::npos) << ckpt::test::read_file(log);
+  // A damaged rank file: verify of the run fails naming it.
+  const std::string victim = run_dir() + "/epoch=000-step=000002/rank-00000.pt";
+  fs::resize_file(victim, fs::file_size(victim) - 64);
+  EXPECT_EQ(run("verify " + run_dir()), 1) << ckpt::test::read_file(log);
+  EXPECT_NE(ckpt::test::read_file(log).find("rank-00000.pt"), std::string::npos) << ckpt::test::read_file(log);
+}
+#endif
