@@ -323,7 +323,9 @@ void CheckpointManager::Impl::save_now(c10d::ProcessGroup& group, const Value& s
     }
   }
   // Every rank took part in dist::save's collectives, so every rank reaches this broadcast
-  // unless a peer died (then it throws the collective's error).
+  // unless a peer died (then it throws the collective's error). Rank 0 tells the size.
+  if (m.coordinator() && committed.ok)
+    if (auto latest = m.run->latest(); latest && latest->file == file) committed.number = latest->bytes;
   committed = broadcast_status(group, committed, m.timeout, "committing the checkpoint");
   if (!committed.ok) {
     if (!save_error.empty()) fail(save_kind, save_error);
@@ -335,6 +337,7 @@ void CheckpointManager::Impl::save_now(c10d::ProcessGroup& group, const Value& s
   r.step = step;
   r.epoch = epoch;
   r.metrics = std::move(metrics);
+  r.bytes = committed.number;
   r.latest = true;
   m.set_latest(std::move(r));
 }

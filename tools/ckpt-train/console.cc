@@ -22,6 +22,7 @@ std::string format_duration(double seconds) {
 Console::Console() : tty_(::isatty(STDOUT_FILENO) == 1) {}
 
 void Console::line(const std::string& text) {
+  if (quiet_) return;
   if (drawn_) std::printf("\r\033[K");
   drawn_ = false;
   std::printf("%s\n", text.c_str());
@@ -30,6 +31,7 @@ void Console::line(const std::string& text) {
 
 void Console::progress(int64_t epoch, int64_t epochs, int64_t done, int64_t total, double loss, double acc,
                        double samples_per_s) {
+  if (quiet_) return;
   const double f = total ? double(done) / double(total) : 1.0;
   const double eta = samples_per_s > 0 ? double(total - done) / samples_per_s : 0;
   char stats[160];

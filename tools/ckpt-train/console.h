@@ -14,6 +14,8 @@ class Console {
  public:
   Console();  // a terminal when stdout is one
   bool tty() const { return tty_; }
+  // Prints nothing (the ranks other than 0 of a data-parallel run).
+  void set_quiet(bool quiet) { quiet_ = quiet; }
   // A line of its own (clears a bar being drawn first).
   void line(const std::string& text);
   // Progress within an epoch; on a terminal a bar redrawn at most 10 times a second, else a log
@@ -24,6 +26,7 @@ class Console {
 
  private:
   bool tty_;
+  bool quiet_ = false;
   bool drawn_ = false;
   int last_quarter_ = -1;
   std::chrono::steady_clock::time_point last_draw_{};

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -21,6 +22,11 @@
 #include "console.h"
 #include "data.h"
 #include "model.h"
+#include "ranks.h"
+#include "ckpt/distributed_files.h"
+#ifdef CKPT_WITH_DIST
+#include "ckpt/distributed_manager.h"
+#endif
 
 namespace {
 
@@ -63,19 +69,27 @@ struct Eval {
   double loss = 0, acc = 0;
 };
 
-Eval evaluate(Net& net, const Split& split) {
+// Each rank evaluates its contiguous share of the split; the sums are added over the ranks.
+Eval evaluate(Net& net, const Split& split, const Ranks& ranks) {
   torch::NoGradGuard no_grad;
   net->eval();
   double loss = 0, correct = 0;
-  for (int64_t i = 0; i < split.size(); i += 1000) {
-    auto x = split.images.slice(0, i, i + 1000), y = split.labels.slice(0, i, i + 1000);
+  const int64_t n = split.size(), lo = n * ranks.rank() / ranks.world(), hi = n * (ranks.rank() + 1) / ranks.world();
+  for (int64_t i = lo; i < hi; i += 1000) {
+    auto x = split.images.slice(0, i, std::min(i + 1000, hi)), y = split.labels.slice(0, i, std::min(i + 1000, hi));
     auto out = net->forward(x);
     loss += torch::nn::functional::cross_entropy(
                 out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                 .item<double>();
     correct += out.argmax(1).eq(y).sum().item<double>();
   }
-  return {loss / double(split.size()), correct / double(split.size())};
+  if (ranks.distributed()) {
+    torch::Tensor sums = torch::tensor({loss, correct}, torch::kDouble);
+    ranks.sum(sums);
+    loss = sums[0].item<double>();
+    correct = sums[1].item<double>();
+  }
+  return {loss / double(n), correct / double(n)};
 }
 
 // state.metrics holds the epoch's results at the top (train_loss, val_loss, val_acc, ...: what
@@ -118,21 +132,61 @@ struct Job {
   }
 };
 
-// One optimizer step on the sampler's next batch; the epoch's running sums follow it.
-void train_batch(Job& job, ckpt::TrainingState& state, const Split& train, int64_t batch_size) {
+// One optimizer step on the sampler's next batch; the epoch's running sums follow it. On several
+// ranks every rank draws the same global batch and takes its contiguous share; the gradients of
+// the shares' summed losses over the global batch size are added over the ranks (one all-reduce,
+// which also carries the loss and accuracy sums), so every rank applies the same update: the
+// global batch's mean gradient.
+void train_batch(Job& job, ckpt::TrainingState& state, const Split& train, int64_t batch_size, const Ranks& ranks) {
   std::vector<int64_t> idx = job.sampler.next(batch_size);
-  auto index = torch::tensor(idx, torch::kLong);
-  torch::Tensor x = train.images.index_select(0, index), y = train.labels.index_select(0, index);
   job.net->train();
   job.optimizer.zero_grad();
-  torch::Tensor out = job.net->forward(x);
-  torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
-  loss.backward();
+  const double n = double(idx.size());
+  double loss_sum = 0, correct = 0;
+  if (!ranks.distributed()) {
+    auto index = torch::tensor(idx, torch::kLong);
+    torch::Tensor x = train.images.index_select(0, index), y = train.labels.index_select(0, index);
+    torch::Tensor out = job.net->forward(x);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
+    loss.backward();
+    loss_sum = loss.item<double>() * n;
+    correct = out.argmax(1).eq(y).sum().item<double>();
+  } else {
+    const size_t lo = idx.size() * size_t(ranks.rank()) / size_t(ranks.world()),
+                 hi = idx.size() * size_t(ranks.rank() + 1) / size_t(ranks.world());
+    std::vector<torch::Tensor> grads;
+    if (hi > lo) {
+      auto index = torch::tensor(std::vector<int64_t>(idx.begin() + long(lo), idx.begin() + long(hi)), torch::kLong);
+      torch::Tensor x = train.images.index_select(0, index), y = train.labels.index_select(0, index);
+      torch::Tensor out = job.net->forward(x);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(
+                               out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+                           n;
+      loss.backward();
+      loss_sum = loss.item<double>() * n;
+      correct = out.argmax(1).eq(y).sum().item<double>();
+    }
+    for (auto& p : job.net->parameters())
+      grads.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
+    grads.push_back(torch::tensor({float(loss_sum), float(correct)}, torch::kFloat));
+    torch::Tensor flat = torch::cat(grads);
+    ranks.sum(flat);
+    int64_t at = 0;
+    for (auto& p : job.net->parameters()) {
+      torch::Tensor g = flat.slice(0, at, at + p.numel()).view(p.sizes());
+      if (p.grad().defined())
+        p.mutable_grad().copy_(g);
+      else
+        p.mutable_grad() = g.clone();
+      at += p.numel();
+    }
+    loss_sum = flat[at].item<double>();
+    correct = flat[at + 1].item<double>();
+  }
   job.optimizer.step();
   ++state.step;
-  const double n = double(idx.size());
-  set_running(state, "loss_sum", running(state, "loss_sum") + loss.item<double>() * n);
-  set_running(state, "correct", running(state, "correct") + out.argmax(1).eq(y).sum().item<double>());
+  set_running(state, "loss_sum", running(state, "loss_sum") + loss_sum);
+  set_running(state, "correct", running(state, "correct") + correct);
   set_running(state, "seen", running(state, "seen") + n);
 }
 
@@ -144,10 +198,10 @@ struct EpochEnd {
 
 // Closes epoch state.epoch: its results into state.metrics (validation, and the test set after the
 // last epoch), marked closed, then the scheduler's epoch step.
-EpochEnd close_epoch(Job& job, ckpt::TrainingState& state, const FashionMnist& data, bool last) {
+EpochEnd close_epoch(Job& job, ckpt::TrainingState& state, const FashionMnist& data, bool last, const Ranks& ranks) {
   EpochEnd end;
   end.lr = job.optimizer.param_groups()[0].options().get_lr();
-  end.val = evaluate(job.net, data.val);
+  end.val = evaluate(job.net, data.val, ranks);
   auto& m = state.metrics.dict();
   m.set("train_loss", running(state, "loss_sum") / std::max(1.0, running(state, "seen")));
   m.set("train_acc", running(state, "correct") / std::max(1.0, running(state, "seen")));
@@ -157,7 +211,7 @@ EpochEnd close_epoch(Job& job, ckpt::TrainingState& state, const FashionMnist& d
   set_running(state, "closed", double(state.epoch));
   job.scheduler.step();
   if (last) {
-    end.test = evaluate(job.net, data.test);
+    end.test = evaluate(job.net, data.test, ranks);
     m.set("test_acc", end.test->acc);
   }
   return end;
@@ -167,6 +221,59 @@ void start_next_epoch(Job& job, ckpt::TrainingState& state) {
   job.sampler.set_epoch(++state.epoch);
   for (const char* key : {"loss_sum", "correct", "seen"}) set_running(state, key, 0.0);
 }
+
+// The run manager of one process, or of several ranks (every rank holds one): ckpt-train's
+// loop speaks to either through this.
+struct Checkpoints {
+  virtual ~Checkpoints() = default;
+  virtual ckpt::RestoreResult restore(ckpt::TrainingState& state, const ckpt::ResumeFrom& from) = 0;
+  virtual bool step(const ckpt::TrainingState& state) = 0;
+  virtual bool end_epoch(const ckpt::TrainingState& state) = 0;
+  virtual bool save(const ckpt::TrainingState& state) = 0;
+  virtual void wait() = 0;
+  virtual bool preempted() const = 0;
+  virtual double blocked_seconds() const = 0;
+  virtual std::optional<ckpt::CheckpointRecord> latest() const = 0;
+  virtual std::optional<ckpt::CheckpointRecord> best() const = 0;  // rank 0 only
+  // Whether the last restore() gave back this process's (or rank's) own RNG state.
+  virtual bool rng_restored() const = 0;
+};
+
+template <class M>
+struct ManagerOf : Checkpoints {
+  M m;
+  bool rng_restored_ = false;
+  template <class... A>
+  explicit ManagerOf(A&&... a) : m(std::forward<A>(a)...) {}
+  bool step(const ckpt::TrainingState& s) override { return m.step(s); }
+  bool end_epoch(const ckpt::TrainingState& s) override { return m.end_epoch(s); }
+  bool save(const ckpt::TrainingState& s) override { return m.save(s); }
+  void wait() override { m.wait(); }
+  bool preempted() const override { return m.preempted(); }
+  double blocked_seconds() const override { return m.blocked_seconds(); }
+  std::optional<ckpt::CheckpointRecord> latest() const override { return m.latest(); }
+  std::optional<ckpt::CheckpointRecord> best() const override { return m.best(); }
+  bool rng_restored() const override { return rng_restored_; }
+  ckpt::RestoreResult restore(ckpt::TrainingState& s, const ckpt::ResumeFrom& from) override;
+};
+
+template <>
+ckpt::RestoreResult ManagerOf<ckpt::CheckpointManager>::restore(ckpt::TrainingState& s, const ckpt::ResumeFrom& from) {
+  ckpt::RestoreResult r = m.restore(s, from);
+  // A checkpoint of a distributed run holds one RNG state per rank, which one process cannot use.
+  rng_restored_ = r && !ckpt::dist::is_distributed_checkpoint(r.record.path);
+  return r;
+}
+
+#ifdef CKPT_WITH_DIST
+template <>
+ckpt::RestoreResult ManagerOf<ckpt::dist::CheckpointManager>::restore(ckpt::TrainingState& s,
+                                                                    const ckpt::ResumeFrom& from) {
+  ckpt::RestoreResult r = m.restore(s, from);
+  rng_restored_ = r && m.restore_info().rng_restored;
+  return r;
+}
+#endif
 
 // --resume PATH: a checkpoint in the seeds' layout, e.g. written by Python
 // (model_state, optimizer_state, epoch = epochs completed, step). What it lacks starts fresh.
@@ -213,17 +320,21 @@ void write_predictions(const Flags& f, const FashionMnist& data, Console& consol
 
 int run(const Flags& f) {
   torch::set_num_threads(f.threads);
+  Ranks ranks = Ranks::from_env();
   torch::manual_seed(static_cast<uint64_t>(f.seed));
   Console console;
+  console.set_quiet(ranks.rank() != 0);
   const auto start = Clock::now();
 
   FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
   const int64_t steps_per_epoch = (data.train.size() + f.batch_size - 1) / f.batch_size;
 
-  Job job(f, data.train.size());
+  Job job(f, data.train.size());  // the same weights on every rank: drawn before the reseed below
   auto& sampler = job.sampler;
   ckpt::TrainingState state;
   job.attach(state);
+  // Each rank's own dropout stream.
+  if (ranks.distributed()) torch::manual_seed(rank_seed(f.seed, 0, ranks.rank()));
 
   ckpt::ManagerOptions options;
   options.save_every_steps = f.save_every_steps;
@@ -235,8 +346,21 @@ int run(const Flags& f) {
   options.async = f.async;
   options.handle_preemption = true;
   options.warn = [&](const std::string& w) { console.line("warning: " + w); };
-  ckpt::CheckpointManager manager(f.run_dir, options);
-  MetricsLog metrics_log(f.run_dir + "/metrics.jsonl");
+  std::unique_ptr<Checkpoints> checkpoints;
+#ifdef CKPT_WITH_DIST
+  if (ranks.distributed()) {
+    ckpt::dist::ManagerInit init;
+    init.commit_group = ranks.commit_group();
+    checkpoints = std::make_unique<ManagerOf<ckpt::dist::CheckpointManager>>(f.run_dir, *ranks.group(), options, init);
+  }
+#endif
+  if (!checkpoints) checkpoints = std::make_unique<ManagerOf<ckpt::CheckpointManager>>(f.run_dir, options);
+  Checkpoints& manager = *checkpoints;
+  if (ranks.distributed())
+    console.line("data parallel on " + std::to_string(ranks.world()) + " ranks (rank 0 reports; torchrun restart " +
+                 std::to_string(ranks.restart()) + ")");
+  // Only rank 0 writes metrics.jsonl (every rank computes the same, all-reduced, numbers).
+  MetricsLog metrics_log(ranks.rank() == 0 ? f.run_dir + "/metrics.jsonl" : std::string());
 
   // --- resume --------------------------------------------------------------------------------------
   ckpt::ResumeFrom from = ckpt::ResumeFrom::parse(f.resume);
@@ -250,14 +374,31 @@ int run(const Flags& f) {
     console.line("resumed from " + r.record.path + " (epoch " + std::to_string(state.epoch + 1) + ", step " +
                  std::to_string(state.step) + ")");
     resumed = true;
+    if (!manager.rng_restored()) {
+      // Saved under another world size: the per-rank RNG streams cannot carry over.
+      torch::manual_seed(rank_seed(f.seed, state.step, ranks.rank()));
+      console.line("notice: the checkpoint was written by another number of ranks; each rank's RNG (dropout) was "
+                   "re-derived from the seed, the step and the rank");
+    }
   }
+  if (resumed && ranks.distributed() && from.kind == ckpt::ResumeFrom::Kind::kPath)
+    torch::manual_seed(rank_seed(f.seed, state.step, ranks.rank()));  // the file's one RNG state, made per rank
   if (!resumed) {
     sampler.set_epoch(0);
     console.line("training from scratch: " + std::to_string(data.train.size()) + " training images, " +
                  std::to_string(data.val.size()) + " for validation, " + std::to_string(f.epochs) + " epochs of " +
                  std::to_string(steps_per_epoch) + " steps, " + std::to_string(f.threads) + " threads");
   }
-  metrics_log.keep_up_to_step(state.step);
+  if (ranks.rank() == 0) metrics_log.keep_up_to_step(state.step);
+  // Fault injection for tests: CKPT_TRAIN_KILL_AT=STEP:RANK makes that rank SIGKILL itself once it
+  // reached STEP, in torchrun's first attempt only (so a restarted group runs through).
+  int64_t kill_step = -1;
+  if (const char* k = std::getenv("CKPT_TRAIN_KILL_AT"); k && ranks.restart() == 0) {
+    const std::string spec = k;
+    const size_t colon = spec.find(':');
+    if (colon != std::string::npos && std::stoi(spec.substr(colon + 1)) == ranks.rank())
+      kill_step = std::stoll(spec.substr(0, colon));
+  }
 
   // --- train ---------------------------------------------------------------------------------------
   auto report_save = [&](double blocked_before) {
@@ -283,7 +424,7 @@ int run(const Flags& f) {
       if (int64_t(running(state, "closed", -1)) != state.epoch) {  // close the epoch
         console.end_progress();
         const bool last = state.epoch + 1 >= f.epochs;
-        const EpochEnd end = close_epoch(job, state, data, last);
+        const EpochEnd end = close_epoch(job, state, data, last, ranks);
         const double lr = end.lr;
         const Eval& val = end.val;
         nlohmann::ordered_json record{{"epoch", state.epoch + 1},
@@ -302,7 +443,7 @@ int run(const Flags& f) {
           summary += "; test acc " + fixed(100 * end.test->acc, 2) + "%";
         }
         record["elapsed_s"] = seconds_since(start);
-        metrics_log.append(record);  // before the checkpoint: a crash between them replays the epoch
+        if (ranks.rank() == 0) metrics_log.append(record);  // before the checkpoint: a crash between them replays the epoch
         console.line(summary);
         const double blocked = manager.blocked_seconds();
         if (manager.end_epoch(state)) report_save(blocked);
@@ -314,8 +455,9 @@ int run(const Flags& f) {
       seen_at_epoch_start = 0;
     }
 
-    train_batch(job, state, data.train, f.batch_size);
+    train_batch(job, state, data.train, f.batch_size, ranks);
     ++steps_this_run;
+    if (state.step == kill_step) ::kill(::getpid(), SIGKILL);
 
     const double seen = running(state, "seen");
     console.progress(state.epoch, f.epochs, int64_t(seen), data.train.size(), running(state, "loss_sum") / seen,
@@ -343,7 +485,7 @@ int run(const Flags& f) {
   if (auto best = manager.best())
     console.line("best by " + f.monitor + ": " + best->path + " (" + f.monitor + " " +
                  fixed(best->metrics.at(f.monitor), 4) + "); its weights alone: " + f.run_dir + "/best_model.pt");
-  if (!f.predict.empty()) write_predictions(f, data, console);
+  if (!f.predict.empty() && ranks.rank() == 0) write_predictions(f, data, console);
   return 0;
 }
 
@@ -354,6 +496,7 @@ int check_resume(Flags f) {
   torch::set_num_threads(f.threads);
   if (f.train_samples == 0) f.train_samples = 3 * f.batch_size;  // epochs end inside the check
   FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
+  const Ranks one_process{};
   Job* job = nullptr;  // the objects the latest make_state() built
   auto make_state = [&](ckpt::TrainingState& state) {
     torch::manual_seed(static_cast<uint64_t>(f.seed));
@@ -366,10 +509,10 @@ int check_resume(Flags f) {
   auto train_step = [&](ckpt::TrainingState& state, int64_t) {  // run()'s loop, without console and log
     if (job->sampler.exhausted()) {
       if (int64_t(running(state, "closed", -1)) != state.epoch)
-        close_epoch(*job, state, data, state.epoch + 1 >= f.epochs);
+        close_epoch(*job, state, data, state.epoch + 1 >= f.epochs, one_process);
       start_next_epoch(*job, state);
     }
-    train_batch(*job, state, data.train, f.batch_size);
+    train_batch(*job, state, data.train, f.batch_size, one_process);
   };
   ckpt::ResumeCheckOptions options;
   options.steps = f.check_steps;
@@ -387,7 +530,11 @@ int main(int argc, char** argv) {
   Flags f;
   CLI::App app{
       "ckpt-train: train a small CNN on Fashion-MNIST with exact, crash-safe checkpoints.\n"
-      "Run it again after any interruption and it continues where it stopped."};
+      "Run it again after any interruption and it continues where it stopped.\n"
+      "Data parallel on N ranks (--batch-size stays the global batch; each rank takes 1/N of it):\n"
+      "  /usr/bin/python3 -m torch.distributed.run --standalone --nproc_per_node N --redirects 2 --tee 2 \\\n"
+      "      --max_restarts 3 --no_python build/ckpt-train --run-dir D [flags]\n"
+      "A run directory continues under any number of ranks, or in one process."};
   app.get_formatter()->column_width(34);
   app.add_option("--run-dir", f.run_dir, "where checkpoints, index.json, best_model.pt and metrics.jsonl go")
       ->capture_default_str();

@@ -1,0 +1,174 @@
+"""ckpt-train data parallel under torchrun (issue 17), checked from outside: real torchrun, real
+ranks on free ports, the real Python torch.
+
+TrainDistributed:
+- a rank SIGKILLed mid-run, the group restarted by torchrun (--max_restarts), ends bit-identical
+  to an uninterrupted run with the same number of ranks (final checkpoint, best_model.pt,
+  metrics.jsonl);
+- a run directory moves between world sizes (2 ranks -> 1 process -> 3 ranks, mid-epoch): every
+  epoch sees each training sample exactly once, the RNG notice is printed, the accuracy stays in
+  the normal spread of an unresized run, and Python scores the consolidated best_model.pt;
+- SIGTERM to torchrun: every rank saves the same step and the run continues exactly.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ckpt-train"))
+from fashion_cnn import Net  # noqa: E402  the README's Python twin of ckpt-train's CNN
+
+TRAIN = os.environ.get("CKPT_TRAIN_BIN", "../../build/ckpt-train")
+CKPT = os.environ.get("CKPT_BIN", "../../build/ckpt")
+# 2000 training images, global batches of 64: 32 steps an epoch; a checkpoint every 10 steps.
+SMALL = ["--train-samples", 2000, "--val-samples", 500, "--save-every-steps", 10, "--threads", 1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_cmd(n, run_dir, *flags, restarts=0):
+    # Debian's torchrun on Python 3.11 needs the --redirects/--tee pair.
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--redirects", "2", "--tee", "2",
+            "--max_restarts", str(restarts), "--monitor_interval", "1", "--no_python", TRAIN,
+            "--run-dir", run_dir, *map(str, SMALL), *map(str, flags)]
+
+
+def torchrun(n, run_dir, *flags, restarts=0, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run(torchrun_cmd(n, run_dir, *flags, restarts=restarts), capture_output=True, text=True,
+                          timeout=600, env=e)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def metrics(run_dir):
+    out = []
+    for line in read(os.path.join(run_dir, "metrics.jsonl")).splitlines():
+        rec = json.loads(line)
+        rec.pop("elapsed_s", None)
+        out.append(rec)
+    return out
+
+
+class TrainDistributed(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="ckpt-train-dist-")
+        cls.straight = os.path.join(cls.tmp, "straight")
+        r = torchrun(2, cls.straight, "--epochs", 2)
+        if r.returncode != 0:
+            raise AssertionError(f"an uninterrupted 2-rank run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        cls.straight_out = r.stdout
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def assert_same_run(self, a, b):
+        d = subprocess.run([CKPT, "diff", a + "@latest", b + "@latest"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(d.returncode, 0, d.stdout + d.stderr)  # rtol 0, atol 0: bit-identical
+        with open(os.path.join(a, "best_model.pt"), "rb") as fa, open(os.path.join(b, "best_model.pt"), "rb") as fb:
+            self.assertEqual(fa.read(), fb.read(), "best_model.pt differs")
+        self.assertEqual(metrics(a), metrics(b))
+
+    def test_the_uninterrupted_run_is_data_parallel_and_checkpoints_per_rank(self):
+        self.assertIn("data parallel on 2 ranks", self.straight_out)
+        latest = read(os.path.join(self.straight, "latest")).strip()
+        names = sorted(os.listdir(os.path.join(self.straight, latest)))
+        self.assertEqual(names, ["metadata.json", "rank-00000.pt", "rank-00001.pt"])
+        v = subprocess.run([CKPT, "verify", self.straight], capture_output=True, text=True, timeout=120)
+        self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+        self.assertEqual([m["step"] for m in metrics(self.straight)], [32, 64])
+
+    def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_ends_bit_identical(self):
+        for kill in ("23:1", "37:0"):  # rank 1 mid-epoch 1; rank 0 (the coordinator) mid-epoch 2
+            with self.subTest(kill=kill):
+                run_dir = os.path.join(self.tmp, "killed-" + kill.replace(":", "-"))
+                r = torchrun(2, run_dir, "--epochs", 2, restarts=3, env={"CKPT_TRAIN_KILL_AT": kill})
+                self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+                self.assertIn("torchrun restart 1", r.stdout)
+                self.assertIn("resumed from", r.stdout)
+                self.assert_same_run(self.straight, run_dir)
+
+    def test_sigterm_saves_the_same_step_on_every_rank_and_the_run_continues_exactly(self):
+        run_dir = os.path.join(self.tmp, "preempted")
+        p = subprocess.Popen(torchrun_cmd(2, run_dir, "--epochs", 2), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "latest")):
+                time.sleep(0.05)
+            p.send_signal(signal.SIGTERM)  # torchrun passes it to every rank
+            out, _ = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        self.assertIn("interrupted: checkpoint saved at step", out)
+        r = torchrun(2, run_dir, "--epochs", 2)
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assert_same_run(self.straight, run_dir)
+
+    def test_a_run_moves_between_world_sizes_without_skipping_or_repeating_a_sample(self):
+        run_dir = os.path.join(self.tmp, "resized")
+        # 2 ranks, killed (no restart) at step 23: the run stops after its step-20 checkpoint.
+        keep = ["--keep-last", 0, "--keep-best", 0]  # every checkpoint stays, to be read below
+        r = torchrun(2, run_dir, "--epochs", 2, *keep, env={"CKPT_TRAIN_KILL_AT": "23:1"})
+        self.assertNotEqual(r.returncode, 0)
+        # One process continues mid-epoch 1 and finishes the epoch ...
+        one = subprocess.run([TRAIN, "--run-dir", run_dir, *map(str, SMALL), "--epochs", "1", *map(str, keep)],
+                             capture_output=True, text=True, timeout=600)
+        self.assertEqual(one.returncode, 0, one.stdout + one.stderr)
+        self.assertIn("resumed from", one.stdout)
+        self.assertIn("RNG", one.stdout)
+        # ... and 3 ranks train epoch 2.
+        r = torchrun(3, run_dir, "--epochs", 2, *keep)
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assertIn("re-derived", r.stdout)
+        got, ref = metrics(run_dir), metrics(self.straight)
+        self.assertEqual([m["step"] for m in got], [32, 64])  # the data position carried by sample count
+        # Both epoch-end checkpoints (epoch 1: 2 ranks, then one process; epoch 2: 3 ranks) counted
+        # each of the 2000 training samples once.
+        import ckpt  # the package under test (PYTHONPATH)
+        index = json.loads(read(os.path.join(run_dir, "index.json")))
+        by_step = {c["step"]: c["file"] for c in index["checkpoints"]}
+        for step in (32, 64):
+            ck = ckpt.load(os.path.join(run_dir, by_step[step]))
+            self.assertEqual(ck["step"], step)
+            self.assertEqual(ck["metrics"]["running"]["seen"], 2000.0, f"step {step}")
+        self.assertTrue(by_step[32].endswith(".pt"))  # written by the one process
+        self.assertFalse(by_step[64].endswith(".pt"))  # a directory, written by 3 ranks
+        # Resized or not, the accuracy is in the normal spread of such a short run.
+        self.assertLess(abs(got[-1]["val_acc"] - ref[-1]["val_acc"]), 0.06, (got[-1], ref[-1]))
+        # Python scores the consolidated best_model.pt with its own model.
+        from test_train import idx
+        net = Net()
+        net.load_state_dict(torch.load(os.path.join(run_dir, "best_model.pt")))
+        net.eval()
+        images = torch.from_numpy(idx("t10k-images-idx3-ubyte.gz")[:1000].copy()).float().div(255).unsqueeze(1)
+        labels = torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz")[:1000].astype("int64"))
+        with torch.no_grad():
+            acc = (net(images).argmax(1) == labels).float().mean().item()
+        self.assertGreater(acc, 0.6)
+        ls = subprocess.run([CKPT, "ls", run_dir], capture_output=True, text=True, timeout=120)
+        self.assertEqual(ls.returncode, 0, ls.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
