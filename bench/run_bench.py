@@ -198,6 +198,20 @@ def report(results, args):
     return "\n".join(L) + "\n"
 
 
+def write_keeping_sections(path, text):
+    """Writes this driver's report, keeping the sections the other drivers own (each between its
+    <!-- NAME:begin --> and <!-- NAME:end --> markers) as they are."""
+    import re
+    kept = []
+    if os.path.exists(path):
+        old = open(path).read()
+        kept = [m.group(0) for m in re.finditer(r"<!-- ([a-z-]+):begin -->.*?<!-- \1:end -->\n?", old, flags=re.S)]
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n")
+        for section in kept:
+            f.write("\n\n" + section.rstrip("\n") + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -213,16 +227,14 @@ def main():
     if args.report_only:  # re-render RESULTS.md from the last run's measurements
         with open(json_path) as f:
             results = json.load(f)
-        with open(args.output, "w") as f:
-            f.write(report(results, args))
+        write_keeping_sections(args.output, report(results, args))
         return
     sh("cmake", "-S", ROOT, "-B", args.build, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
     sh("cmake", "--build", args.build, "--target", "ckpt_bench")
     bench = os.path.join(args.build, "ckpt_bench")
     workloads = [w for w in args.workloads.split(",") if not (args.no_huge and w == "huge")]
     results = {w: run_workload(w, args, bench, args.dir) for w in workloads}
-    with open(args.output, "w") as f:
-        f.write(report(results, args))
+    write_keeping_sections(args.output, report(results, args))
     with open(json_path, "w") as f:
         json.dump(results, f, indent=1)
     print(open(args.output).read())
