@@ -8,7 +8,10 @@ TrainDistributed:
 - a run directory moves between world sizes (2 ranks -> 1 process -> 3 ranks, mid-epoch): every
   epoch sees each training sample exactly once, the RNG notice is printed, the accuracy stays in
   the normal spread of an unresized run, and Python scores the consolidated best_model.pt;
-- SIGTERM to torchrun: every rank saves the same step and the run continues exactly.
+- SIGTERM to torchrun: every rank saves the same step and the run continues exactly;
+- --shard-optimizer (ZeRO-1): bit-identical to plain data parallel (Adam is elementwise), killed
+  and restarted exactly, each rank's file holding about half of the optimizer state, and the
+  consolidated optimizer state an Adam.state_dict() that Python's Adam loads and trains on.
 """
 import json
 import os
@@ -107,6 +110,33 @@ class TrainDistributed(unittest.TestCase):
                 self.assertIn("resumed from", r.stdout)
                 self.assert_same_run(self.straight, run_dir)
 
+    def test_three_restarts_in_one_run_still_end_bit_identical(self):
+        run_dir = os.path.join(self.tmp, "three-kills")
+        # Attempt 0 loses rank 1 at step 15, attempt 1 rank 0 at step 33, attempt 2 rank 1 at 52.
+        r = torchrun(2, run_dir, "--epochs", 2, restarts=3, env={"CKPT_TRAIN_KILL_AT": "15:1,33:0,52:1"})
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assertIn("torchrun restart 3", r.stdout)
+        self.assert_same_run(self.straight, run_dir)
+
+    def test_a_second_job_on_the_run_directory_fails_at_once_naming_the_holder(self):
+        run_dir = os.path.join(self.tmp, "busy")
+        p = subprocess.Popen(torchrun_cmd(2, run_dir, "--epochs", 2), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "index.json")):
+                time.sleep(0.05)
+            second = subprocess.run([TRAIN, "--run-dir", run_dir, *map(str, SMALL), "--epochs", "2"],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertEqual(second.returncode, 1, second.stdout + second.stderr)
+            self.assertIn("is in use", second.stderr)
+            self.assertIn("pid", second.stderr)
+            p.communicate(timeout=300)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        self.assertEqual(p.returncode, 0)
+
     def test_sigterm_saves_the_same_step_on_every_rank_and_the_run_continues_exactly(self):
         run_dir = os.path.join(self.tmp, "preempted")
         p = subprocess.Popen(torchrun_cmd(2, run_dir, "--epochs", 2), stdout=subprocess.PIPE,
@@ -124,6 +154,38 @@ class TrainDistributed(unittest.TestCase):
         r = torchrun(2, run_dir, "--epochs", 2)
         self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
         self.assert_same_run(self.straight, run_dir)
+
+    def test_shard_optimizer_partitions_adam_and_resumes_exactly(self):
+        run_dir = os.path.join(self.tmp, "zero")
+        r = torchrun(2, run_dir, "--epochs", 2, "--shard-optimizer", restarts=3, env={"CKPT_TRAIN_KILL_AT": "45:1"})
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assertIn("resumed from", r.stdout)
+        self.assert_same_run(self.straight, run_dir)  # the same updates as plain data parallel
+        latest = os.path.join(run_dir, read(os.path.join(run_dir, "latest")).strip())
+        meta = json.loads(read(os.path.join(latest, "metadata.json")))
+        per_rank = [0, 0]
+        for e in meta["entries"]:
+            if e["key"].startswith("optimizer_state/state/"):
+                for p in e.get("pieces", []):
+                    per_rank[p["rank"]] += p["nbytes"]
+        total = sum(per_rank)
+        self.assertGreater(total, 0)
+        for share in per_rank:
+            self.assertLess(abs(share / total - 0.5), 0.1, per_rank)  # about half each, by bytes
+        # Consolidated: one Adam.state_dict() that Python's Adam loads and trains on.
+        out = os.path.join(self.tmp, "zero-whole.pt")
+        c = subprocess.run([CKPT, "consolidate", latest, out], capture_output=True, text=True, timeout=120)
+        self.assertEqual(c.returncode, 0, c.stderr)
+        ck = torch.load(out)
+        net = Net()
+        net.load_state_dict(ck["model_state"])
+        adam = torch.optim.Adam(net.parameters(), lr=1e-3)
+        adam.load_state_dict(ck["optimizer_state"])
+        self.assertEqual(len(adam.state), 8)
+        loss = net(torch.rand(4, 1, 28, 28)).sum()
+        loss.backward()
+        adam.step()
+        self.assertEqual(float(adam.state[net.fc2.bias]["step"]), 64 + 1)
 
     def test_a_run_moves_between_world_sizes_without_skipping_or_repeating_a_sample(self):
         run_dir = os.path.join(self.tmp, "resized")

@@ -23,6 +23,7 @@
 #include "data.h"
 #include "model.h"
 #include "ranks.h"
+#include "zero.h"
 #include "ckpt/distributed_files.h"
 #ifdef CKPT_WITH_DIST
 #include "ckpt/distributed_manager.h"
@@ -47,6 +48,7 @@ struct Flags {
   int keep_best = 1;
   std::string monitor = "val_loss";
   bool async = false;
+  bool shard_optimizer = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string resume = "latest";
   std::string predict;
@@ -114,18 +116,36 @@ void set_running(ckpt::TrainingState& s, const char* key, double value) {
 // torch::manual_seed(seed): the weights draw from the global generator).
 struct Job {
   Net net;
-  torch::optim::Adam optimizer;
-  ckpt::StepLR scheduler;  // stepped once an epoch
+  std::unique_ptr<ShardedAdam> zero;         // --shard-optimizer on several ranks (ZeRO-1)
+  std::unique_ptr<torch::optim::Adam> full;  // otherwise
+  torch::optim::Adam& optimizer;             // what the scheduler adjusts: this rank's
+  ckpt::StepLR scheduler;                    // stepped once an epoch
   ckpt::ResumableSampler sampler;
 
-  Job(const Flags& f, int64_t train_size)
-      : optimizer(net->parameters(), torch::optim::AdamOptions(f.lr)),
+  Job(const Flags& f, int64_t train_size, const Ranks* shard_over = nullptr)
+      : zero(shard_over ? std::make_unique<ShardedAdam>(net->parameters(), torch::optim::AdamOptions(f.lr), *shard_over)
+                        : nullptr),
+        full(shard_over ? nullptr
+                        : std::make_unique<torch::optim::Adam>(net->parameters(), torch::optim::AdamOptions(f.lr))),
+        optimizer(zero ? zero->local() : *full),
         scheduler(optimizer, /*step_size=*/2, /*gamma=*/0.5),
-        sampler(train_size, /*shuffle=*/true, static_cast<uint64_t>(f.seed)) {}
+        sampler(train_size, /*shuffle=*/true, static_cast<uint64_t>(f.seed)) {
+    if (zero) zero->set_scheduler(&scheduler);
+  }
+
+  void step() {
+    if (zero)
+      zero->step();
+    else
+      optimizer.step();
+  }
 
   void attach(ckpt::TrainingState& state) {
     state.model = net;
-    state.optimizer = &optimizer;
+    if (zero)  // the global Adam.state_dict(), each parameter's state written by its owner
+      state.objects.emplace_back(state.keys.optimizer, zero.get());
+    else
+      state.optimizer = &optimizer;
     state.scheduler = &scheduler;
     state.data = &sampler;
     set_running(state, "closed", -1);
@@ -140,7 +160,10 @@ struct Job {
 void train_batch(Job& job, ckpt::TrainingState& state, const Split& train, int64_t batch_size, const Ranks& ranks) {
   std::vector<int64_t> idx = job.sampler.next(batch_size);
   job.net->train();
-  job.optimizer.zero_grad();
+  if (ranks.distributed())
+    job.net->zero_grad();  // every parameter's gradient (ZeRO's optimizer holds only this rank's)
+  else
+    job.optimizer.zero_grad();
   const double n = double(idx.size());
   double loss_sum = 0, correct = 0;
   if (!ranks.distributed()) {
@@ -183,7 +206,7 @@ void train_batch(Job& job, ckpt::TrainingState& state, const Split& train, int64
     loss_sum = flat[at].item<double>();
     correct = flat[at + 1].item<double>();
   }
-  job.optimizer.step();
+  job.step();
   ++state.step;
   set_running(state, "loss_sum", running(state, "loss_sum") + loss_sum);
   set_running(state, "correct", running(state, "correct") + correct);
@@ -329,7 +352,10 @@ int run(const Flags& f) {
   FashionMnist data = load_fashion_mnist(f.data, f.train_samples, f.val_samples);
   const int64_t steps_per_epoch = (data.train.size() + f.batch_size - 1) / f.batch_size;
 
-  Job job(f, data.train.size());  // the same weights on every rank: drawn before the reseed below
+  // The same weights on every rank: drawn before the reseed below.
+  Job job(f, data.train.size(), f.shard_optimizer && ranks.distributed() ? &ranks : nullptr);
+  if (f.shard_optimizer && !ranks.distributed())
+    console.line("notice: --shard-optimizer has no effect in one process (it applies under torchrun)");
   auto& sampler = job.sampler;
   ckpt::TrainingState state;
   job.attach(state);
@@ -390,14 +416,20 @@ int run(const Flags& f) {
                  std::to_string(steps_per_epoch) + " steps, " + std::to_string(f.threads) + " threads");
   }
   if (ranks.rank() == 0) metrics_log.keep_up_to_step(state.step);
-  // Fault injection for tests: CKPT_TRAIN_KILL_AT=STEP:RANK makes that rank SIGKILL itself once it
-  // reached STEP, in torchrun's first attempt only (so a restarted group runs through).
+  // Fault injection for tests: CKPT_TRAIN_KILL_AT=STEP:RANK[,STEP:RANK...] — in torchrun's
+  // attempt i (TORCHELASTIC_RESTART_COUNT), the i-th STEP:RANK makes that rank SIGKILL itself once
+  // it reached STEP; attempts past the list run through.
   int64_t kill_step = -1;
-  if (const char* k = std::getenv("CKPT_TRAIN_KILL_AT"); k && ranks.restart() == 0) {
-    const std::string spec = k;
-    const size_t colon = spec.find(':');
-    if (colon != std::string::npos && std::stoi(spec.substr(colon + 1)) == ranks.rank())
-      kill_step = std::stoll(spec.substr(0, colon));
+  if (const char* k = std::getenv("CKPT_TRAIN_KILL_AT")) {
+    std::string list = k;
+    for (int64_t attempt = 0; !list.empty(); ++attempt) {
+      const size_t comma = list.find(',');
+      const std::string spec = list.substr(0, comma);
+      list = comma == std::string::npos ? "" : list.substr(comma + 1);
+      const size_t colon = spec.find(':');
+      if (attempt == ranks.restart() && colon != std::string::npos && std::stoi(spec.substr(colon + 1)) == ranks.rank())
+        kill_step = std::stoll(spec.substr(0, colon));
+    }
   }
 
   // --- train ---------------------------------------------------------------------------------------
@@ -557,6 +589,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"val_loss", "val_acc"}));
   app.add_flag("--async", f.async, "write checkpoints in the background (training waits only for a memory copy)");
+  app.add_flag("--shard-optimizer", f.shard_optimizer,
+               "under torchrun: partition Adam's state over the ranks (ZeRO-1); each rank steps and saves "
+               "its own parameters' state");
   app.add_option("--threads", f.threads, "LibTorch threads (exact resume needs the same number)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

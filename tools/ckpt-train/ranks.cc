@@ -52,6 +52,21 @@ void Ranks::sum(torch::Tensor& t) const {
 #endif
 }
 
+void Ranks::broadcast(torch::Tensor& t, int root) const {
+#ifdef CKPT_WITH_DIST
+  if (!group_) return;
+  std::vector<at::Tensor> v{t};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  auto work = group_->broadcast(v, o);
+  if (!work->wait(ckpt::dist::kDefaultTimeout))
+    throw std::runtime_error("broadcast over the ranks did not finish (a rank died or hangs)");
+#else
+  (void)t;
+  (void)root;
+#endif
+}
+
 uint64_t rank_seed(int64_t seed, int64_t step, int rank) {
   // splitmix64 over the three numbers: nearby seeds, steps and ranks give unrelated streams.
   uint64_t x = uint64_t(seed) * 0x9E3779B97F4A7C15ull ^ uint64_t(step) * 0xBF58476D1CE4E5B9ull ^

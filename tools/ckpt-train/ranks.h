@@ -24,6 +24,8 @@ class Ranks {
   // Sums `t` (contiguous) in place over the ranks; bitwise the same on every rank and every run
   // for a fixed world size (Gloo's ring all-reduce). A no-op for one process.
   void sum(torch::Tensor& t) const;
+  // Sets `t` (contiguous) on every rank to rank `root`'s.
+  void broadcast(torch::Tensor& t, int root) const;
   c10d::ProcessGroup* group() const { return group_; }
   c10d::ProcessGroup* commit_group() const { return commit_group_; }
   // The restart of torchrun this process belongs to (TORCHELASTIC_RESTART_COUNT; 0 when unset).
