@@ -18,8 +18,6 @@ import re
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
 
 from bench_common import ROOT, replace_section, sh
 
@@ -61,12 +59,6 @@ def run_mode(mode, run_dir):
                     for p in e.get("pieces", []):
                         per_rank[p["rank"]] = per_rank.get(p["rank"], 0) + p["nbytes"]
         opt_bytes = [per_rank.get(r, 0) for r in range(meta["world_size"])]
-    else:
-        # One process: the whole optimizer state is in its one file.
-        import ckpt  # noqa: E402 - PYTHONPATH=build/python
-        ck = ckpt.load(latest)
-        opt_bytes = [sum(t.numel() * t.element_size() for st in ck["optimizer_state"]["state"].values()
-                         for t in st.values() if hasattr(t, "numel"))]
     return {"stall_median_s": statistics.median(stalls) if stalls else 0.0, "saves": len(stalls),
             "blocked_s": float(total.group(2)), "blocked_pct": float(total.group(3)),
             "test_acc": float(total.group(1)), "optimizer_bytes_by_rank": opt_bytes}
@@ -82,9 +74,7 @@ def main():
     if args.from_json:
         data = json.load(open(args.from_json))
     else:
-        sh("cmake", "--build", os.path.join(ROOT, "build"), "--target", "ckpt-train", "_ckpt")
-        os.environ["PYTHONPATH"] = os.path.join(ROOT, "build", "python")
-        sys.path.insert(0, os.environ["PYTHONPATH"])
+        sh("cmake", "--build", os.path.join(ROOT, "build"), "--target", "ckpt-train")
         runs = {m: [] for m in modes}
         for rep in range(args.reps):
             for m in modes:
@@ -103,7 +93,8 @@ def report(data, modes):
     runs = data["runs"]
     med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("stall_median_s", "blocked_pct", "test_acc")}
            for m in modes}
-    one_opt = runs["1 process"][-1]["optimizer_bytes_by_rank"][0]
+    # One process holds the whole optimizer state: what the plain 2-rank run wrote once in total.
+    one_opt = sum(runs["2 ranks"][-1]["optimizer_bytes_by_rank"])
     zero_opt = runs["2 ranks, --shard-optimizer"][-1]["optimizer_bytes_by_rank"]
     plain_opt = runs["2 ranks"][-1]["optimizer_bytes_by_rank"]
     stall_ratio = med["2 ranks, --shard-optimizer"]["stall_median_s"] / med["1 process"]["stall_median_s"]
@@ -118,9 +109,10 @@ def report(data, modes):
              f"{zero_opt[1] / 1e6:.2f} MB of {one_opt / 1e6:.2f} MB (without it: {plain_opt[0] / 1e6:.2f} and "
              f"{plain_opt[1] / 1e6:.2f} MB, the replicated state spread by bytes) |",
              f"| per-save training stall on each rank ≤ 1.2x one process's | "
-             f"{'yes' if stall_ratio <= 1.2 else '**no**'} | {stall_ratio:.2f}x "
-             f"({1000 * med['2 ranks, --shard-optimizer']['stall_median_s']:.0f} vs "
-             f"{1000 * med['1 process']['stall_median_s']:.0f} ms, async) |", "",
+             f"{'yes' if stall_ratio <= 1.2 else '**no**'} | "
+             f"{1000 * med['2 ranks, --shard-optimizer']['stall_median_s']:.0f} vs "
+             f"{1000 * med['1 process']['stall_median_s']:.0f} ms (async; ckpt-train reports whole milliseconds, "
+             f"and this model's 5 MB state copies in about one) |", "",
              "| mode (async saves unless sync) | per-save stall, median | checkpoints' share of the run | test accuracy |",
              "|---|---|---|---|"]
     for m in modes:
