@@ -23,8 +23,12 @@ from bench_common import ROOT, replace_section, sh
 
 BEGIN, END = "<!-- train-dist:begin -->", "<!-- train-dist:end -->"
 TRAIN = os.path.join(ROOT, "build", "ckpt-train")
-FLAGS = ["--train-samples", "8000", "--val-samples", "1000", "--epochs", "2", "--save-every-steps", "25",
-         "--threads", "1", "--keep-last", "2"]
+def flags_for(epochs):
+    return ["--train-samples", "8000", "--val-samples", "1000", "--epochs", str(epochs), "--save-every-steps", "25",
+            "--threads", "1", "--keep-last", "2"]
+
+
+FLAGS = flags_for(2)
 
 
 def free_port():
@@ -33,17 +37,28 @@ def free_port():
         return s.getsockname()[1]
 
 
+def torchrun(n, run_dir, flags):
+    return ["/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--redirects", "2", "--tee", "2",
+            "--no_python", TRAIN, "--run-dir", run_dir, *flags]
+
+
 def run_mode(mode, run_dir):
     shutil.rmtree(run_dir, ignore_errors=True)
+    if mode == "resized: 2 ranks, then 1 process":
+        # Epoch 1 on 2 ranks, epoch 2 in one process (the same run directory).
+        sh(*torchrun(2, run_dir, flags_for(1) + ["--async"]), timeout=1800)
+        out = sh(TRAIN, "--run-dir", run_dir, *FLAGS, "--async", timeout=1800)
+        total = re.search(r"test accuracy ([0-9.]+)%", out)
+        return {"stall_median_s": 0.0, "saves": 0, "blocked_s": 0.0, "blocked_pct": 0.0,
+                "test_acc": float(total.group(1)), "optimizer_bytes_by_rank": []}
     flags = FLAGS + ([] if mode == "2 ranks, sync" else ["--async"])
     if mode == "2 ranks, --shard-optimizer":
         flags.append("--shard-optimizer")
     if mode == "1 process":
         cmd = [TRAIN, "--run-dir", run_dir, *flags]
     else:
-        cmd = ["/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--redirects", "2", "--tee", "2",
-               "--no_python", TRAIN, "--run-dir", run_dir, *flags]
+        cmd = torchrun(2, run_dir, flags)
     out = sh(*cmd, timeout=1800)
     stalls = [float(m) / 1000 for m in re.findall(r"training blocked (\d+) ms", out)]
     total = re.search(r"done in [0-9:]+: test accuracy ([0-9.]+)%; checkpoints blocked training for ([0-9.]+) s "
@@ -69,10 +84,16 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench", "out", "train-dist"))
     ap.add_argument("--from-json")
+    ap.add_argument("--only", help="measure only this mode, into the saved RESULTS-train-dist.json")
     args = ap.parse_args()
-    modes = ["1 process", "2 ranks", "2 ranks, --shard-optimizer", "2 ranks, sync"]
+    modes = ["1 process", "2 ranks", "2 ranks, --shard-optimizer", "2 ranks, sync", "resized: 2 ranks, then 1 process"]
     if args.from_json:
         data = json.load(open(args.from_json))
+    elif args.only:
+        data = json.load(open(os.path.join(ROOT, "bench", "RESULTS-train-dist.json")))
+        data["runs"][args.only] = [run_mode(args.only, os.path.join(args.dir, "only")) for _ in range(args.reps)]
+        with open(os.path.join(ROOT, "bench", "RESULTS-train-dist.json"), "w") as f:
+            json.dump(data, f, indent=1)
     else:
         sh("cmake", "--build", os.path.join(ROOT, "build"), "--target", "ckpt-train")
         runs = {m: [] for m in modes}
@@ -116,11 +137,17 @@ def report(data, modes):
              "| mode (async saves unless sync) | per-save stall, median | checkpoints' share of the run | test accuracy |",
              "|---|---|---|---|"]
     for m in modes:
+        if m.startswith("resized"):
+            n = len(runs[m])
+            lines.append(f"| {m} ({n} run{'s' if n > 1 else ''}) | | | {med[m]['test_acc']:.2f}% |")
+            continue
         lines.append(f"| {m} | {1000 * med[m]['stall_median_s']:.0f} ms | {med[m]['blocked_pct']:.1f}% | "
                      f"{med[m]['test_acc']:.2f}% |")
     lines += ["", "The stall is what the rank's training thread waits for per save, as ckpt-train reports it (the "
               "snapshot of the state for async saves; the whole write and commit for sync ones); the share of the "
-              "run is the sum of those stalls over the run's wall time.", END]
+              "run is the sum of those stalls over the run's wall time. The resized run trains epoch 1 on 2 ranks and "
+              "epoch 2 in one process from the same run directory (RNG re-derived, data position carried over): its "
+              "accuracy against the unresized runs' is the run-to-run spread of such a short run.", END]
     replace_section(BEGIN, END, "\n".join(lines) + "\n")
 
 

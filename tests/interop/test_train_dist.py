@@ -186,6 +186,18 @@ class TrainDistributed(unittest.TestCase):
         loss.backward()
         adam.step()
         self.assertEqual(float(adam.state[net.fc2.bias]["step"]), 64 + 1)
+        # Resized with and without it: one process (plain Adam) trains epoch 3, then 3 ranks
+        # with --shard-optimizer epoch 4, each taking the optimizer state of what it holds now.
+        one = subprocess.run([TRAIN, "--run-dir", run_dir, *map(str, SMALL), "--epochs", "3"], capture_output=True,
+                             text=True, timeout=600)
+        self.assertEqual(one.returncode, 0, one.stdout + one.stderr)
+        self.assertIn("resumed from", one.stdout)
+        r = torchrun(3, run_dir, "--epochs", 4, "--shard-optimizer")
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assertIn("resumed from", r.stdout)
+        got = metrics(run_dir)
+        self.assertEqual([m["step"] for m in got], [32, 64, 96, 128])
+        self.assertGreater(got[-1]["val_acc"], got[1]["val_acc"] - 0.05)  # training went on, not back
 
     def test_a_run_moves_between_world_sizes_without_skipping_or_repeating_a_sample(self):
         run_dir = os.path.join(self.tmp, "resized")
