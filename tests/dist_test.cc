@@ -592,54 +592,10 @@ TEST(DistProcess, DISABLED_Worker) {
 
 namespace {
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Starts `world` workers; their wait statuses, each bounded (SIGKILLed after 60 s).
+// Starts `world` ranks of DistProcess.DISABLED_Worker in `mode`; their wait statuses.
 std::vector<int> run_workers(int world, const std::string& dir, const std::string& mode) {
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < world; ++r) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::setenv("RANK", std::to_string(r).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      ::setenv("CKPT_DIST_TEST_DIR", dir.c_str(), 1);
-      ::setenv("CKPT_DIST_TEST_MODE", mode.c_str(), 1);
-      ::execl("/proc/self/exe", "ckpt_dist_tests", "--gtest_also_run_disabled_tests",
-              "--gtest_filter=DistProcess.DISABLED_Worker", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    pids.push_back(pid);
-  }
-  std::vector<int> status(world, -1);
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  for (int done = 0; done < world;) {
-    for (int r = 0; r < world; ++r)
-      if (status[r] == -1) {
-        int s = 0;
-        if (::waitpid(pids[r], &s, WNOHANG) == pids[r]) {
-          status[r] = s;
-          ++done;
-        }
-      }
-    if (std::chrono::steady_clock::now() > deadline)
-      for (int r = 0; r < world; ++r)
-        if (status[r] == -1) ::kill(pids[r], SIGKILL);
-    std::this_thread::sleep_for(20ms);
-  }
-  return status;
+  return run_rank_processes(world, "DistProcess.DISABLED_Worker",
+                            {{"CKPT_DIST_TEST_DIR", dir}, {"CKPT_DIST_TEST_MODE", mode}});
 }
 
 }  // namespace

@@ -3,6 +3,14 @@
 // when a test's ranks have not all returned in time (every wait in these tests is bounded).
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <map>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -91,5 +99,58 @@ class World {
   int n_;
   std::vector<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pgs_, side_;
 };
+
+// A port on 127.0.0.1 that nothing listens on now.
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Starts `world` real rank processes as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT on a free port, plus `env`), each this test binary running only the gtest
+// `filter` (a DISABLED_ worker test); their wait statuses. Each is SIGKILLed after 60 s.
+inline std::vector<int> run_rank_processes(int world, const std::string& filter,
+                                           const std::map<std::string, std::string>& env) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      const std::string f = "--gtest_filter=" + filter;
+      ::execl("/proc/self/exe", "rank", "--gtest_also_run_disabled_tests", f.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> status(world, -1);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (int done = 0; done < world;) {
+    for (int r = 0; r < world; ++r)
+      if (status[r] == -1) {
+        int st = 0;
+        if (::waitpid(pids[r], &st, WNOHANG) == pids[r]) {
+          status[r] = st;
+          ++done;
+        }
+      }
+    if (std::chrono::steady_clock::now() > deadline)
+      for (int r = 0; r < world; ++r)
+        if (status[r] == -1) ::kill(pids[r], SIGKILL);
+    std::this_thread::sleep_for(10ms);
+  }
+  return status;
+}
 
 }  // namespace

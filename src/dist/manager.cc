@@ -34,9 +34,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool falls_back_on(ErrorKind kind) {
-  return kind != ErrorKind::kMismatch && kind != ErrorKind::kInvalidArgument;
-}
 
 std::string replaced_name(const std::string& file) {
   return "." + file + ".replaced";
@@ -149,7 +146,6 @@ CheckpointManager::CheckpointManager(std::string directory, c10d::ProcessGroup& 
           e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
         continue;
       const std::string original = e.name.substr(1, e.name.size() - 1 - suffix.size());
-      if (run->records().empty() && !impl_->env()->file_exists(run->path_of(original))) continue;
       if (!impl_->env()->file_exists(run->path_of(original)))
         impl_->env()->rename_file(run->path_of(e.name), run->path_of(original));
       else
@@ -394,17 +390,13 @@ static RestoreResult restore_agreed(CheckpointManager::Impl& m, const std::strin
     }
     auto all = all_statuses(m.pg, mine, m.timeout, "agreeing on the restore");
     std::string problem;
-    bool fatal = false;
     for (size_t r = 0; r < all.size(); ++r) {
-      if (all[r].ok) continue;
       // A rank that failed only because another did (dist::load names them) is not the news.
-      if (problem.empty() || all[r].message.find("failed on rank(s)") == std::string::npos) {
-        if (problem.empty() || !fatal) problem = all.size() > 1 ? str_cat("rank ", r, ": ", all[r].message) : all[r].message;
-        if (!falls_back_on(all[r].kind) || from.kind == ResumeFrom::Kind::kStep) {
-          fatal = true;
-          if (m.coordinator() && changed) m.run->write_index();
-          fail(all[r].kind, problem);
-        }
+      if (all[r].ok || (!problem.empty() && all[r].message.find("failed on rank(s)") != std::string::npos)) continue;
+      problem = all.size() > 1 ? str_cat("rank ", r, ": ", all[r].message) : all[r].message;
+      if (!run::falls_back_on(all[r].kind) || from.kind == ResumeFrom::Kind::kStep) {
+        if (m.coordinator() && changed) m.run->write_index();
+        fail(all[r].kind, problem);
       }
     }
     if (problem.empty()) {

@@ -52,10 +52,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool falls_back_on(ErrorKind kind) {
-  // A file that cannot be read is damaged; one that reads but does not fit is the caller's.
-  return kind != ErrorKind::kMismatch && kind != ErrorKind::kInvalidArgument;
-}
 
 }  // namespace
 
@@ -137,7 +133,7 @@ struct CheckpointManager::Impl {
         result.restored = true;
         break;
       } catch (const Error& e) {
-        if (!falls_back_on(e.kind()) || from.kind == ResumeFrom::Kind::kStep) throw;
+        if (!run::falls_back_on(e.kind()) || from.kind == ResumeFrom::Kind::kStep) throw;
         std::string problem = e.what();
         result.skipped.push_back(problem);
         run.mark_damaged(pick->file, problem);

@@ -100,6 +100,13 @@ class Run {
   std::string exported_best_;  // the checkpoint best.pt / best_model.pt hold ("" when either is gone)
 };
 
+// Whether a restore moves on to the next older checkpoint after an error of this kind: a
+// checkpoint that cannot be read is damaged; one that reads but does not fit the caller's state
+// (kMismatch, kInvalidArgument) is the caller's problem, and falling back would hide it.
+inline bool falls_back_on(ErrorKind kind) {
+  return kind != ErrorKind::kMismatch && kind != ErrorKind::kInvalidArgument;
+}
+
 // A checkpoint dict's numeric entries (its metrics), bools as 0/1.
 std::map<std::string, double> numeric_entries(const Value& v);
 // "pid 1234 on host": who holds a run directory's lock.

@@ -20,6 +20,21 @@ torch::Tensor rows(const torch::Tensor& p, int64_t r0, int64_t r1) {
   return p.dim() == 0 ? p : p.slice(0, r0, r1);
 }
 
+// `groups` (an optimizer.state_dict()'s param_groups) with each group's "params" replaced by
+// the indices 0 .. n-1: the global numbering in a checkpoint, a rank's own in its Adam.
+ckpt::Value groups_with_params(const ckpt::Value& groups, size_t n) {
+  std::vector<ckpt::Value> ids;
+  for (size_t i = 0; i < n; ++i) ids.emplace_back(static_cast<long long>(i));
+  ckpt::Value out = ckpt::Value::list();
+  for (const auto& g : groups.items()) {
+    ckpt::Value group = ckpt::Value::new_dict();
+    for (const auto& [k, v] : g.dict())
+      group.dict().set(k, k.is_string() && k.to_string() == "params" ? ckpt::Value::list(ids) : v);
+    out.items().push_back(group);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::vector<RowSlice>> partition_rows(const std::vector<torch::Tensor>& params, int world) {
@@ -114,18 +129,9 @@ ckpt::Value ShardedAdam::state_dict() const {
     }
     state.dict().set(ckpt::Value(static_cast<long long>(s.param)), entry);
   }
-  std::vector<ckpt::Value> all;
-  for (size_t i = 0; i < params_.size(); ++i) all.emplace_back(static_cast<long long>(i));
-  ckpt::Value groups = ckpt::Value::list();
-  for (const auto& g : local.at("param_groups").items()) {
-    ckpt::Value group = ckpt::Value::new_dict();
-    for (const auto& [k, v] : g.dict())
-      group.dict().set(k, k.is_string() && k.to_string() == "params" ? ckpt::Value::list(all) : v);
-    groups.items().push_back(group);
-  }
   ckpt::Value out = ckpt::Value::new_dict();
   out.dict().set("state", state);
-  out.dict().set("param_groups", groups);
+  out.dict().set("param_groups", groups_with_params(local.at("param_groups"), params_.size()));
   return out;
 }
 
@@ -147,15 +153,7 @@ void ShardedAdam::load_state_dict(const ckpt::Value& global) {
     }
     state.dict().set(ckpt::Value(static_cast<long long>(k)), local);
   }
-  std::vector<ckpt::Value> own;
-  for (size_t k = 0; k < mine.size(); ++k) own.emplace_back(static_cast<long long>(k));
-  ckpt::Value groups = ckpt::Value::list();
-  for (const auto& g : global.at("param_groups").items()) {
-    ckpt::Value group = ckpt::Value::new_dict();
-    for (const auto& [k, v] : g.dict())
-      group.dict().set(k, k.is_string() && k.to_string() == "params" ? ckpt::Value::list(own) : v);
-    groups.items().push_back(group);
-  }
+  ckpt::Value groups = groups_with_params(global.at("param_groups"), mine.size());
   ckpt::Value local = ckpt::Value::new_dict();
   local.dict().set("state", state);
   local.dict().set("param_groups", groups);
