@@ -25,6 +25,12 @@ corpus="$build/corpus"
 rm -rf "$corpus" && mkdir -p "$corpus/archive" "$corpus/pickle" "$corpus/state"
 testdata=${CKPT_TESTDATA:-tests/data/pytorch}
 find "$testdata" -name '*.pt' -size -64k -exec cp {} "$corpus/archive/" \; 2>/dev/null || true
+# torch 2.x optimizer and scheduler layouts (2.2 ... 2.14, and the refused ones under bad/),
+# renamed by their path so that none overwrites another.
+torch2x=${CKPT_TESTDATA_TORCH2X:-tests/data/torch2x}
+find "$torch2x" -name '*.pt' -size -64k 2>/dev/null | while read -r f; do
+  cp "$f" "$corpus/archive/torch2x-$(echo "${f#"$torch2x"/}" | tr / -)"
+done
 /usr/bin/python3 - "$corpus" <<'PY'
 import os, sys, zipfile
 corpus = sys.argv[1]
