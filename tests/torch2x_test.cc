@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/manager.h"
 #include "ckpt/scheduler.h"
 #include "ckpt/serialize.h"
 #include "ckpt/tensor.h"
@@ -215,6 +218,29 @@ std::string config_of(const std::string& path) {
   return stem.substr(0, stem.rfind('-'));
 }
 
+// The layout of a value without its numbers: dict keys in order, kinds, tensor dtypes and shapes.
+std::string layout_of(const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kDict: {
+      std::string out = "{";
+      for (const auto& [k, x] : v.dict()) out += ckpt::short_repr(k) + ": " + layout_of(x) + ", ";
+      return out + "}";
+    }
+    case Value::Kind::kList:
+    case Value::Kind::kTuple: {
+      std::string out = v.is_list() ? "[" : "(";
+      for (const auto& x : v.items()) out += layout_of(x) + ", ";
+      return out + (v.is_list() ? "]" : ")");
+    }
+    case Value::Kind::kTensor: {
+      at::Tensor t = v.to_tensor();
+      return ckpt::str_cat("tensor ", t.scalar_type(), t.sizes());
+    }
+    default:
+      return v.kind_name();
+  }
+}
+
 }  // namespace
 
 // Every file of every layout continues as Python 1.13 continued from the same values, and the
@@ -404,4 +430,50 @@ TEST(Torch2x, BadLayoutsAreRefusedNamingTheKey) {
   ckpt::StepLR step(sgd, 3);
   ckpt::test::expect_error([&] { step.load_state_dict(ckpt::load(kDir + "/bad/steplr-2.9.1-missing-last_epoch.pt")); },
                            ckpt::ErrorKind::kMismatch, "'last_epoch'");
+}
+
+// A 2.14 file keeps its keys, order and value kinds through `ckpt convert` and through the run
+// manager: restored into a TrainingState by a CheckpointManager and saved by it, before and after
+// training on.
+TEST(Torch2x, A214FileKeepsItsLayoutThroughConvertAndTheRunManager) {
+  for (const char* name :
+       {"adam_onecyclelr-2.14.0.pt", "adamw-2.14.0.pt", "rmsprop-2.14.0.pt", "sgd_steplr-2.14.0.pt"}) {
+    SCOPED_TRACE(name);
+    const std::string path = kDir + "/" + name;
+    const Value original = ckpt::load(path);
+    ckpt::test::TempDir dir;
+    std::string source = path;
+#ifdef CKPT_CLI
+    const std::string converted = dir.file("converted.pt"), log = dir.file("convert.log");
+    const int rc =
+        std::system((std::string(CKPT_CLI) + " convert '" + path + "' '" + converted + "' > " + log + " 2>&1").c_str());
+    ASSERT_EQ(rc, 0) << ckpt::test::read_file(log);
+    // Everything: keys, their order, kinds, tensors and numbers.
+    EXPECT_EQ(first_difference(ckpt::load(converted), original), "");
+    source = converted;
+#else
+    ADD_FAILURE() << "CKPT_CLI is not defined: `ckpt convert` is not checked";
+#endif
+    Resumed run(path);
+    if (!run.sched) run.state.scheduler = nullptr;
+    ckpt::ManagerOptions options;
+    options.durable = false;
+    ckpt::CheckpointManager manager(dir.file("run"), options);
+    ASSERT_TRUE(manager.restore(run.state, ckpt::ResumeFrom::file(source), /*strict=*/false).restored);
+    run.state.step = 100;
+    ASSERT_TRUE(manager.save(run.state));
+    Value saved = ckpt::load(manager.latest()->path);
+    EXPECT_EQ(first_difference(saved["optimizer_state"], original["optimizer_state"], "optimizer_state"), "");
+    if (run.sched)
+      EXPECT_EQ(first_difference(saved["scheduler_state"], original["scheduler_state"], "scheduler_state"), "");
+
+    // Trained on, its numbers change and its layout does not.
+    run.train(2);
+    run.state.step = 102;
+    ASSERT_TRUE(manager.save(run.state));
+    Value later = ckpt::load(manager.latest()->path);
+    EXPECT_NE(first_difference(later["optimizer_state"]["state"], original["optimizer_state"]["state"]), "");
+    EXPECT_EQ(layout_of(later["optimizer_state"]), layout_of(original["optimizer_state"]));
+    if (run.sched) EXPECT_EQ(layout_of(later["scheduler_state"]), layout_of(original["scheduler_state"]));
+  }
 }
