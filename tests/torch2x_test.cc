@@ -241,6 +241,23 @@ std::string layout_of(const Value& v) {
   }
 }
 
+// The parameters after each step of two runs are the same, bit for bit.
+std::string same_run(const std::vector<std::vector<at::Tensor>>& a, const std::vector<std::vector<at::Tensor>>& b) {
+  if (a.size() != b.size()) return ckpt::str_cat(a.size(), " vs ", b.size(), " steps");
+  for (size_t s = 0; s < a.size(); ++s)
+    for (size_t i = 0; i < a[s].size(); ++i)
+      if (!a[s][i].equal(b[s][i])) return ckpt::str_cat("parameter ", i, " differs after step ", s + 1);
+  return "";
+}
+
+// The 2.14 file `name` restored after `spoil` changed its optimizer state, trained for 3 steps.
+std::vector<std::vector<at::Tensor>> run_spoiled(const std::string& name, const std::function<void(Value&)>& spoil) {
+  Resumed run(kDir + "/" + name);
+  spoil(run.file["optimizer_state"]);
+  run.restore();
+  return run.train(3).first;
+}
+
 }  // namespace
 
 // Every file of every layout continues as Python 1.13 continued from the same values, and the
@@ -475,5 +492,135 @@ TEST(Torch2x, A214FileKeepsItsLayoutThroughConvertAndTheRunManager) {
     EXPECT_NE(first_difference(later["optimizer_state"]["state"], original["optimizer_state"]["state"]), "");
     EXPECT_EQ(layout_of(later["optimizer_state"]), layout_of(original["optimizer_state"]));
     if (run.sched) EXPECT_EQ(layout_of(later["scheduler_state"]), layout_of(original["scheduler_state"]));
+  }
+}
+
+// What torch accepts in two forms trains the same in either: betas as a list
+// (torch.optim.Adam(betas=[0.9, 0.999]) keeps the list) or a tuple; a 'step' as a Python int
+// (torch 1.13, RMSprop through 2.3) or a 0-dim tensor.
+TEST(Torch2x, EitherFormTorchAcceptsTrainsTheSame) {
+  torch::set_num_threads(1);
+  auto unchanged = [](Value&) {};
+  for (const char* name : {"adam-2.14.0.pt", "adamw-2.14.0.pt", "adam_onecyclelr-2.14.0.pt"}) {
+    SCOPED_TRACE(name);
+    auto as_list = [](Value& osd) {
+      Value& betas = osd["param_groups"][0]["betas"];
+      ASSERT_TRUE(betas.is_tuple());
+      std::vector<Value> items = betas.items();
+      betas = Value::list(items);
+    };
+    EXPECT_EQ(same_run(run_spoiled(name, unchanged), run_spoiled(name, as_list)), "");
+  }
+  for (const char* name : {"adam-2.14.0.pt", "rmsprop-2.14.0.pt", "adagrad-2.14.0.pt"}) {
+    SCOPED_TRACE(name);
+    auto as_int = [](Value& osd) {
+      for (const auto& item : osd["state"].dict().items()) {
+        Value* step = osd["state"].dict().find(item.first)->dict().find("step");
+        ASSERT_TRUE(step != nullptr && step->is_tensor() && step->tensor().sizes.empty());
+        *step = Value(static_cast<int64_t>(step->to_tensor().item<double>()));
+      }
+    };
+    EXPECT_EQ(same_run(run_spoiled(name, unchanged), run_spoiled(name, as_int)), "");
+    // The step counts themselves (RMSprop's math does not use them): the same once loaded.
+    Resumed a(kDir + "/" + name), b(kDir + "/" + name);
+    as_int(b.file["optimizer_state"]);
+    a.restore();
+    b.restore();
+    const ckpt::OptimizerLayout layout(ckpt::TorchLayout::kTorch2);
+    EXPECT_EQ(first_difference(ckpt::optimizer_state_dict(*a.opt, {}, layout),
+                               ckpt::optimizer_state_dict(*b.opt, {}, layout), "optimizer_state"),
+              "");
+  }
+}
+
+// Values of a wrong type are refused with one line naming the key, and the refused load changes
+// nothing.
+TEST(Torch2x, WrongTypesAreRefusedNamingTheKey) {
+  auto set_group = [](const char* key, Value v) {
+    return [=](Value& osd) { osd["param_groups"][0].dict().set(key, v); };
+  };
+  auto set_state = [](const char* key, Value v) {  // in parameter 0's state
+    return [=](Value& osd) { osd["state"].dict().find(Value(0))->dict().set(key, v); };
+  };
+  struct Case {
+    const char* file;
+    std::function<void(Value&)> spoil;
+    const char* must_say;
+  } cases[] = {
+      {"adam-2.14.0.pt", set_state("step", Value("3")), "'step' is str, not a number"},
+      {"adam-2.14.0.pt", set_state("step", Value::list({Value(3)})), "'step' is list, not a number"},
+      {"adam-2.14.0.pt", set_state("step", Value(at::ones({2}))), "'step' is a tensor of 2 elements"},
+      {"rmsprop-2.14.0.pt", set_state("step", Value("3")), "'step' is str, not a number"},
+      {"rmsprop-2.14.0.pt", set_state("step", Value::list({Value(3)})), "'step' is list, not a number"},
+      {"adagrad-2.14.0.pt", set_state("step", Value::list({})), "'step' is list, not a number"},
+      {"adam-2.14.0.pt", set_group("betas", Value::tuple({Value(0.9), Value("0.999")})),
+       "'betas[1]' is str, not a number"},
+      {"adamw-2.14.0.pt", set_group("betas", Value::list({Value("0.9"), Value(0.999)})),
+       "'betas[0]' is str, not a number"},
+      {"adam-2.14.0.pt", set_group("betas", Value(0.9)), "'betas' is float, not a pair of numbers"},
+      {"sgd_momentum-2.14.0.pt", set_group("lr", Value("0.1")), "'lr' is str, not a number"},
+      {"adam-2.14.0.pt", set_group("lr", Value::list({Value(0.1)})), "'lr' is list, not a number"},
+      {"rmsprop-2.14.0.pt", set_group("momentum", Value("0")), "'momentum' is str, not a number"},
+      {"sgd_momentum-2.14.0.pt", set_group("nesterov", Value(1)), "'nesterov' is int, not a bool"},
+      {"adam-2.14.0.pt", set_group("foreach", Value("yes")), "'foreach' is str, not a bool or None"},
+      {"adam-2.14.0.pt", set_group("maximize", Value(0)), "'maximize' is int, not a bool"},
+      {"adam-2.14.0.pt", set_state("exp_avg", Value(1.0)), "'exp_avg' is float, not a tensor"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.file) + ": " + c.must_say);
+    Resumed run(kDir + "/" + c.file);
+    ckpt::load_state_dict(*run.model, run.file["model_state"]);
+    Value before = ckpt::optimizer_state_dict(*run.opt);
+    c.spoil(run.file["optimizer_state"]);
+    ckpt::test::expect_error([&] { ckpt::load_optimizer_state_dict(*run.opt, run.file["optimizer_state"]); },
+                             ckpt::ErrorKind::kMismatch, c.must_say);
+    EXPECT_EQ(first_difference(ckpt::optimizer_state_dict(*run.opt), before), "");
+  }
+}
+
+// Python-only flags, for every optimizer that has them: the values whose math LibTorch does not
+// do are refused naming the key (a flag torch never writes for that optimizer, as an unknown
+// key); the harmless ones load and train as the file itself does.
+TEST(Torch2x, PythonFlagsAreRefusedOrAcceptedForEveryOptimizer) {
+  torch::set_num_threads(1);
+  for (const char* name :
+       {"sgd_momentum-2.14.0.pt", "adam-2.14.0.pt", "adamw-2.14.0.pt", "rmsprop-2.14.0.pt", "adagrad-2.14.0.pt"}) {
+    SCOPED_TRACE(name);
+    const Value group = ckpt::load(kDir + "/" + name)["optimizer_state"]["param_groups"][0];
+    auto set = [](const std::string& key, Value v) {
+      return [=](Value& osd) { osd["param_groups"][0].dict().set(key, v); };
+    };
+    for (const char* flag : {"maximize", "fused", "capturable", "differentiable"}) {
+      SCOPED_TRACE(std::string(flag) + "=True");
+      Resumed run(kDir + "/" + name);
+      ckpt::load_state_dict(*run.model, run.file["model_state"]);
+      Value before = ckpt::optimizer_state_dict(*run.opt);
+      set(flag, Value(true))(run.file["optimizer_state"]);
+      const std::string must_say = group.dict().find(flag) ? std::string(flag) + "=True "
+                                                            : "has the key '" + std::string(flag) + "'";
+      ckpt::test::expect_error([&] { ckpt::load_optimizer_state_dict(*run.opt, run.file["optimizer_state"]); },
+                               ckpt::ErrorKind::kMismatch, must_say);
+      EXPECT_EQ(first_difference(ckpt::optimizer_state_dict(*run.opt), before), "");
+    }
+    if (std::string(name).rfind("adamw", 0) == 0) {
+      Resumed run(kDir + "/" + name);
+      set("decoupled_weight_decay", Value(false))(run.file["optimizer_state"]);
+      ckpt::test::expect_error([&] { run.restore(); }, ckpt::ErrorKind::kMismatch,
+                               "decoupled_weight_decay=False is Adam's L2 decay");
+    }
+
+    const auto as_written = run_spoiled(name, [](Value&) {});
+    const std::pair<const char*, Value> harmless[] = {
+        {"foreach", Value(true)},  {"foreach", Value(false)},        {"foreach", Value()},
+        {"fused", Value()},        {"fused", Value(false)},          {"differentiable", Value(false)},
+        {"capturable", Value(false)},
+    };
+    for (const auto& [flag, v] : harmless) {
+      if (!group.dict().find(flag)) continue;  // a key this optimizer's torch never writes
+      SCOPED_TRACE(std::string(flag) + "=" + ckpt::short_repr(v));
+      std::vector<std::vector<at::Tensor>> params;
+      ASSERT_NO_THROW(params = run_spoiled(name, set(flag, v)));
+      EXPECT_EQ(same_run(params, as_written), "");
+    }
   }
 }
