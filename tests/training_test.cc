@@ -257,6 +257,48 @@ TEST(Scheduler, RestoredOneCycleBoundsWinOverTheConstructorsAsInPython) {
   }
 }
 
+// OneCycleLR cycles the momentum where the optimizer table says Python keeps it: 'momentum' for
+// SGD and RMSprop, betas[0] for Adam and AdamW (its state's use_beta1); an optimizer without
+// momentum is refused with cycle_momentum, and runs without it.
+TEST(Scheduler, OneCycleCyclesEachOptimizersMomentumWhereThatOptimizerKeepsIt) {
+  using namespace torch::optim;
+  torch::nn::Linear model(3, 2);
+  SGD sgd(model->parameters(), SGDOptions(0.1).momentum(0.5));
+  RMSprop rms(model->parameters(), RMSpropOptions(0.1).momentum(0.5));
+  Adam adam(model->parameters(), AdamOptions(0.1).betas(std::make_tuple(0.5, 0.9)));
+  AdamW adamw(model->parameters(), AdamWOptions(0.1).betas(std::make_tuple(0.5, 0.9)));
+  auto momentum = [](Optimizer& o) {
+    const auto& opts = o.param_groups()[0].options();
+    if (auto* x = dynamic_cast<const SGDOptions*>(&opts)) return x->momentum();
+    if (auto* x = dynamic_cast<const RMSpropOptions*>(&opts)) return x->momentum();
+    if (auto* x = dynamic_cast<const AdamOptions*>(&opts)) return std::get<0>(x->betas());
+    return std::get<0>(static_cast<const AdamWOptions&>(opts).betas());
+  };
+  const std::pair<Optimizer*, bool> cases[] = {{&sgd, false}, {&rms, false}, {&adam, true}, {&adamw, true}};
+  std::vector<double> first_run;
+  for (const auto& [opt, beta1] : cases) {
+    OneCycleLR sched(*opt, OneCycleLROptions(0.1, 10).max_momentum(0.95).base_momentum(0.85));
+    EXPECT_EQ(momentum(*opt), 0.95);  // max_momentum at the start, as in Python
+    EXPECT_EQ(sched.state_dict()["use_beta1"].to_bool(), beta1);
+    std::vector<double> run;
+    for (int i = 0; i < 6; ++i) {
+      sched.step();
+      run.push_back(momentum(*opt));
+    }
+    EXPECT_LT(run[2], 0.95);
+    EXPECT_GE(run[2], 0.85);
+    if (first_run.empty()) first_run = run;
+    EXPECT_EQ(run, first_run);  // the same schedule, wherever the momentum is kept
+  }
+  EXPECT_EQ(std::get<1>(static_cast<const AdamOptions&>(adam.param_groups()[0].options()).betas()), 0.9);
+  Adagrad adagrad(model->parameters(), AdagradOptions(0.1));
+  expect_error([&] { OneCycleLR(adagrad, OneCycleLROptions(0.1, 10)); }, ErrorKind::kInvalidArgument,
+               "optimizer must support momentum");
+  OneCycleLR plain(adagrad, OneCycleLROptions(0.1, 10).cycle_momentum(false));
+  plain.step();
+  EXPECT_GT(adagrad.param_groups()[0].options().get_lr(), 0.1 / 25);
+}
+
 TEST(Scheduler, OneCycleTakesOneMaxLrPerParamGroupAsPythonDoes) {
   torch::nn::Linear a(3, 2), b(3, 2);
   std::vector<torch::optim::OptimizerParamGroup> groups;

@@ -1,10 +1,11 @@
 // The supported optimizers, one table entry each.
 //
 // Adding an optimizer means adding one entry to kOptimizers below (its group keys both ways,
-// its per-parameter state both ways, the order torch 1.13 and torch 2.x write them in) plus its
-// tests; the generic code in bridge/optimizer.cc needs no change. The layouts are PyTorch's own
-// (torch/optim/*.py, `defaults` and `state` as each release builds them), collected in
-// doc/format.md, "Optimizer and scheduler layouts".
+// its per-parameter state both ways, the order torch 1.13 and torch 2.x write them in, where
+// OneCycleLR cycles its momentum) plus its tests; the generic code in bridge/optimizer.cc and
+// the schedulers need no change. The layouts are PyTorch's own (torch/optim/*.py, `defaults` and
+// `state` as each release builds them), collected in doc/format.md, "Optimizer and scheduler
+// layouts".
 #include "bridge/optimizers.h"
 
 #include <torch/optim.h>
@@ -146,6 +147,19 @@ GroupKey fused(const std::string& opt, Value in_113) {
                                              " does not have: save the run with fused=False"));
 }
 
+// OneCycleLR's momentum: the group's 'momentum', or betas[0].
+template <class O>
+std::function<void(OptimizerOptions&, double)> momentum_key() {
+  return [](OptimizerOptions& o, double m) { static_cast<O&>(o).momentum(m); };
+}
+template <class O>
+std::function<void(OptimizerOptions&, double)> beta1() {
+  return [](OptimizerOptions& o, double m) {
+    auto& x = static_cast<O&>(o);
+    x.betas(std::make_tuple(m, std::get<1>(x.betas())));
+  };
+}
+
 // --- per-parameter state ---------------------------------------------------------------------------
 
 Value step_tensor(int64_t step) {
@@ -248,6 +262,7 @@ std::vector<OptimizerSpec> make_table() {
         differentiable(s.name),
         fused(s.name, Value()),
     };
+    s.set_momentum = momentum_key<O>();
     s.state_keys = {"momentum_buffer"};
     // 1.13 gives every stepped parameter {'momentum_buffer': None} when momentum is 0; 2.x and
     // LibTorch keep no state then.
@@ -295,6 +310,8 @@ std::vector<OptimizerSpec> make_table() {
                                "is AdamW's math (torch 2.7+ writes AdamW as an Adam with it set): load this state "
                                "into torch::optim::AdamW")),
     };
+    s.set_momentum = beta1<O>();
+    s.momentum_is_beta1 = true;
     s.state_keys = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     s.save_state = save_adam_state<AdamParamState>;
     s.load_state = load_adam_state<AdamParamState>;
@@ -333,6 +350,8 @@ std::vector<OptimizerSpec> make_table() {
                                            "state into torch::optim::Adam";
                     }),
     };
+    s.set_momentum = beta1<O>();
+    s.momentum_is_beta1 = true;
     s.state_keys = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     s.save_state = save_adam_state<AdamWParamState>;
     s.load_state = load_adam_state<AdamWParamState>;
@@ -367,6 +386,7 @@ std::vector<OptimizerSpec> make_table() {
         maximize(s.name),
         differentiable(s.name),
     };
+    s.set_momentum = momentum_key<O>();
     s.state_keys = {"step", "square_avg", "momentum_buffer", "grad_avg"};
     s.save_state = [](const OptimizerParamState& ps, TorchLayout layout) {
       const auto& st = static_cast<const RMSpropParamState&>(ps);
@@ -538,12 +558,16 @@ const GroupKey* OptimizerSpec::key(const std::string& name) const {
   return nullptr;
 }
 
+const OptimizerSpec* find_optimizer_spec(const Optimizer& optimizer) {
+  for (const auto& s : table())
+    if (s.matches(optimizer)) return &s;
+  return nullptr;
+}
+
 const OptimizerSpec& optimizer_spec(const Optimizer& optimizer) {
+  if (const OptimizerSpec* s = find_optimizer_spec(optimizer)) return *s;
   std::vector<std::string> names;
-  for (const auto& s : table()) {
-    if (s.matches(optimizer)) return s;
-    names.push_back(s.name);
-  }
+  for (const auto& s : table()) names.push_back(s.name);
   fail(ErrorKind::kUnsupported, "optimizer type not supported (", join(names), " are)");
 }
 

@@ -42,6 +42,11 @@ struct OptimizerSpec {
   std::function<Value(const torch::optim::OptimizerParamState&, TorchLayout)> save_state;
   // Null when the entry holds nothing LibTorch keeps (1.13's {'momentum_buffer': None}).
   std::function<std::unique_ptr<torch::optim::OptimizerParamState>(const Dict&, const at::Tensor& param)> load_state;
+  // Where Python's OneCycleLR(cycle_momentum=True) cycles the momentum: the group's 'momentum'
+  // (momentum_is_beta1 false) or betas[0] (true; OneCycleLR's 'use_beta1'). Null: the optimizer
+  // has no momentum to cycle.
+  std::function<void(torch::optim::OptimizerOptions&, double)> set_momentum;
+  bool momentum_is_beta1 = false;
 
   const GroupKey* key(const std::string& name) const;
   const std::vector<std::string>& order(TorchLayout layout) const {
@@ -51,6 +56,8 @@ struct OptimizerSpec {
 
 // The entry for `optimizer`'s class; throws kUnsupported naming the supported ones.
 const OptimizerSpec& optimizer_spec(const torch::optim::Optimizer& optimizer);
+// The same, or null for a class the table does not have.
+const OptimizerSpec* find_optimizer_spec(const torch::optim::Optimizer& optimizer);
 
 // Keys a Python scheduler or torch 2.6+'s named parameters add to a group, kept as they are.
 bool is_group_extra(const std::string& key);

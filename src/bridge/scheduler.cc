@@ -11,6 +11,7 @@
 
 #include "bridge/guard.h"
 #include "bridge/optimizer_layout.h"
+#include "bridge/optimizers.h"
 #include "util/errors.h"
 
 namespace ckpt {
@@ -49,11 +50,6 @@ std::vector<double> to_doubles(const Value& v) {
       out.push_back(x.to_double());
   }
   return out;
-}
-
-// Python keeps momentum in the group as 'momentum' (SGD, RMSprop) or betas[0] (Adam, AdamW).
-bool uses_betas(const Optimizer& o) {
-  return dynamic_cast<const Adam*>(&o) || dynamic_cast<const AdamW*>(&o);
 }
 
 }  // namespace
@@ -352,9 +348,11 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& o, int64_t
     min_lr_.push_back(initial_lr_.back() / o.final_div_factor());
   }
   if (cycle_momentum_) {
-    use_beta1_ = uses_betas(optimizer);
-    if (!use_beta1_ && !dynamic_cast<SGD*>(&optimizer) && !dynamic_cast<RMSprop*>(&optimizer))
+    // Where the momentum is (the group's 'momentum' or betas[0]) is the optimizer table's to say.
+    const bridge::OptimizerSpec* spec = bridge::find_optimizer_spec(optimizer);
+    if (spec == nullptr || !spec->set_momentum)
       fail(ErrorKind::kInvalidArgument, "OneCycleLR: optimizer must support momentum with cycle_momentum");
+    use_beta1_ = spec->momentum_is_beta1;
     for (size_t i = 0; i < n; ++i) {
       max_momentum_.push_back(o.max_momentum());
       base_momentum_.push_back(o.base_momentum());
@@ -382,16 +380,10 @@ double OneCycleLR::group_value(size_t g, const std::string& name) const {
   fail(ErrorKind::kCorruption, "OneCycleLR: unknown phase value '", name, "'");
 }
 
+// A no-op for an optimizer without momentum (a restored state may say cycle_momentum=True).
 void OneCycleLR::set_momentum(size_t g, double m) {
-  auto& opts = optimizer_.param_groups()[g].options();
-  if (auto* a = dynamic_cast<AdamOptions*>(&opts))
-    a->betas(std::make_tuple(m, std::get<1>(a->betas())));
-  else if (auto* w = dynamic_cast<AdamWOptions*>(&opts))
-    w->betas(std::make_tuple(m, std::get<1>(w->betas())));
-  else if (auto* s = dynamic_cast<SGDOptions*>(&opts))
-    s->momentum(m);
-  else if (auto* r = dynamic_cast<RMSpropOptions*>(&opts))
-    r->momentum(m);
+  const bridge::OptimizerSpec* spec = bridge::find_optimizer_spec(optimizer_);
+  if (spec != nullptr && spec->set_momentum) spec->set_momentum(optimizer_.param_groups()[g].options(), m);
 }
 
 std::vector<double> OneCycleLR::compute_lr() {
