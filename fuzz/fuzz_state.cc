@@ -7,14 +7,22 @@
 // target's kind or of another kind (a StepLR state for a CosineAnnealingLR, an SGD state for
 // Adam), in torch 1.13's or torch 2.14's layout, then a few mutations of that tree: keys removed, renamed, values
 // retyped, tensors reshaped or given another dtype, ints set out of range, list items dropped or repeated.
+// A third of the inputs start instead from a state Python wrote: the model, optimizer and
+// scheduler state dicts of the files in tests/data/torch2x (torch 1.13 and 2.2 ... 2.14
+// layouts, the refused ones under bad/ included), loaded into an object of that file's kind over
+// a model of that file's shapes, so that the mutations start from torch 2.x dicts as they are.
 #include <fuzzer/FuzzedDataProvider.h>
+#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <string>
@@ -33,7 +41,13 @@ constexpr size_t kOptimizers = 6, kSchedulers = 7;
 constexpr size_t kTargets = 1 + kOptimizers + kSchedulers + 3;  // + sampler, RNG, TrainingState
 
 struct World {
-  torch::nn::Sequential model{torch::nn::Linear(4, 3), torch::nn::BatchNorm1d(3), torch::nn::Linear(3, 2)};
+  // python_model: the model of the torch2x files (scripts/make_torch2x_testdata.py).
+  explicit World(bool python_model)
+      : model(python_model ? torch::nn::Sequential(torch::nn::Linear(4, 8), torch::nn::Tanh(), torch::nn::Linear(8, 2))
+                           : torch::nn::Sequential(torch::nn::Linear(4, 3), torch::nn::BatchNorm1d(3),
+                                                   torch::nn::Linear(3, 2))) {}
+
+  torch::nn::Sequential model;
   std::unique_ptr<torch::optim::Optimizer> optimizers[kOptimizers];
   std::unique_ptr<ckpt::Scheduler> schedulers[kSchedulers];  // over optimizer 0 (SGD)
   ckpt::ResumableSampler sampler{10, true, 3};
@@ -156,6 +170,57 @@ struct World {
   }
 };
 
+// A state Python wrote, and the target of its kind.
+struct FileState {
+  size_t target;
+  Value state;
+};
+
+// The model, optimizer and scheduler states of the torch2x files, read once.
+const std::vector<FileState>& torch2x_states() {
+  static const std::vector<FileState> states = [] {
+    std::vector<FileState> out;
+#ifdef CKPT_TORCH2X_DIR
+    // In the order of World's optimizers and schedulers.
+    static const char* const kOptimizerNames[kOptimizers] = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LBFGS"};
+    static const char* const kSchedulerNames[kSchedulers] = {
+        "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau"};
+    std::vector<std::string> paths;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(CKPT_TORCH2X_DIR, ec))
+      if (e.path().extension() == ".pt") paths.push_back(e.path().string());
+    std::sort(paths.begin(), paths.end());  // the same index picks the same file on every machine
+    for (const auto& path : paths) {
+      Value file;
+      try {
+        file = ckpt::load(path);
+      } catch (const ckpt::Error&) {
+        continue;
+      }
+      if (!file.is_dict()) continue;
+      auto add = [&](size_t target, const char* key) {
+        if (const Value* v = file.dict().find(key); v != nullptr && !v->is_none()) out.push_back({target, *v});
+      };
+      add(0, "model_state");
+      auto index_of = [&](const char* key, const char* const* names, size_t n) -> size_t {
+        const Value* v = file.dict().find(key);
+        for (size_t i = 0; v != nullptr && v->is_string() && i < n; ++i)
+          if (v->to_string() == names[i]) return i;
+        return n;
+      };
+      if (size_t i = index_of("optimizer", kOptimizerNames, kOptimizers); i < kOptimizers)
+        add(1 + i, "optimizer_state");
+      if (size_t i = index_of("scheduler", kSchedulerNames, kSchedulers); i < kSchedulers)
+        add(1 + kOptimizers + i, "scheduler_state");
+    }
+    std::fprintf(stderr, "fuzz_state: %zu state dicts from %zu files of %s\n", out.size(), paths.size(),
+                 CKPT_TORCH2X_DIR);
+#endif
+    return out;
+  }();
+  return states;
+}
+
 // Every place in the tree a mutation can land: a dict entry or a list/tuple item.
 struct Slot {
   Value* parent;
@@ -274,14 +339,25 @@ void mutate(Value& root, FuzzedDataProvider& in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
-  World w;
-  const size_t target = in.ConsumeIntegralInRange<size_t>(0, kTargets - 1);
-  // Mostly the target's own state; sometimes another object's (a state of another kind).
-  const size_t source =
-      in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1) : target;
-  Value state = w.state(source, in.ConsumeBool() ? ckpt::TorchLayout::kTorch2 : ckpt::TorchLayout::kTorch113);
+  const std::vector<FileState>& files = torch2x_states();
+  const bool from_file = !files.empty() && in.ConsumeIntegralInRange(0, 2) == 0;
+  World w(from_file);
+  size_t target;
+  Value state;
+  if (from_file) {
+    const FileState& f = files[in.ConsumeIntegralInRange<size_t>(0, files.size() - 1)];
+    // Mostly into an object of its own kind; sometimes into another.
+    target = in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1) : f.target;
+    state = f.state;
+  } else {
+    target = in.ConsumeIntegralInRange<size_t>(0, kTargets - 1);
+    // Mostly the target's own state; sometimes another object's (a state of another kind).
+    const size_t source =
+        in.ConsumeIntegralInRange(0, 3) == 0 ? in.ConsumeIntegralInRange<size_t>(0, kTargets - 1) : target;
+    state = w.state(source, in.ConsumeBool() ? ckpt::TorchLayout::kTorch2 : ckpt::TorchLayout::kTorch113);
+  }
   // Mutations work on a deep-enough copy: the tree through the value and back keeps live
-  // tensors out of the world's own state.
+  // tensors out of the world's own state, and the files' states as they were read.
   state = ckpt::load_from_bytes(ckpt::save_to_bytes(state));
   const int mutations = in.ConsumeIntegralInRange(0, 4);
   for (int i = 0; i < mutations; ++i) mutate(state, in);

@@ -2,7 +2,9 @@
 # Builds the libFuzzer targets under ASan + UBSan and runs each for a bounded time:
 #   fuzz_pickle, fuzz_zip, fuzz_archive   the parsers, seeded from real PyTorch files (and, for
 #                                         fuzz_archive, safetensors and TorchScript files);
-#   fuzz_state                            mutated state dicts into every LibTorch loader.
+#   fuzz_state                            mutated state dicts into every LibTorch loader, from
+#                                         states LibTorch built and from those of the torch 1.13
+#                                         and 2.x files in tests/data/torch2x.
 # First each target replays its regression inputs (fuzz/regressions/TARGET/: every crash ever
 # found, kept in the repository), then it fuzzes. Appends one line per target to
 # $CKPT_FUZZ_STATS when set (target, seconds, executions), for RELIABILITY.md.
@@ -60,6 +62,7 @@ open(f"{corpus}/archive/seed.safetensors", "wb").write(
        {"format": "pt"}))
 open(f"{corpus}/archive/empty.safetensors", "wb").write(st({}))
 # fuzz_state: random seeds; the fuzzer reads its choices (target, source, mutations) from them.
+# Its sources include the torch2x files' state dicts, which it reads itself (fuzz/fuzz_state.cc).
 for t in range(32):
     open(f"{corpus}/state/seed-{t:02d}", "wb").write(bytes([t]) + os.urandom(64))
 PY
