@@ -92,6 +92,12 @@ Value load_from_bytes(std::string bytes, const LoadOptions& options = {});
 void save(const Value& value, std::ostream& out);
 Value load(std::istream& in, const LoadOptions& options = {});
 
+// A small text file (a log, a list of metrics) at any path ckpt takes, s3:// included: read
+// whole (kNotFound when missing), or replaced whole and crash-safely (the old text or the new,
+// never a part), which is how object storage, having no append, keeps a growing log.
+std::string read_text_file(const std::string& path);
+void write_text_file(const std::string& path, const std::string& text);
+
 struct RecordReport {
   std::string name;
   uint64_t offset = 0;

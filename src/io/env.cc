@@ -1,5 +1,7 @@
 #include "io/env.h"
 
+#include "ckpt/serialize.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -346,6 +348,10 @@ std::unique_ptr<FileLock> Env::lock_file(const std::string& path, const std::str
   return std::make_unique<PosixFileLock>(fd);
 }
 
+void Env::copy_file(const std::string& from, const std::string& to) {
+  fail(ErrorKind::kUnsupported, from, ": no copy without reading it (to ", to, ")");
+}
+
 uint64_t Env::free_space(const std::string& path) {
   struct statvfs st {};
   if (::statvfs(path.c_str(), &st) != 0) fail_errno("cannot query free space", path, errno);
@@ -466,3 +472,17 @@ void AtomicFile::commit_without_dir_sync(bool durable) {
 }
 
 }  // namespace ckpt::io
+
+namespace ckpt {
+
+std::string read_text_file(const std::string& path) {
+  return io::Env::Default()->read_file(path);
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  io::AtomicFile f(io::Env::Default(), path);
+  f.file().append(text.data(), text.size());
+  f.commit();
+}
+
+}  // namespace ckpt

@@ -74,9 +74,14 @@ class MappedFile {
 
 // An exclusive, advisory lock on a file (flock). Released by the destructor, and by the kernel
 // when the process dies, so a lock left by a dead process never blocks the next one.
+// On object storage the lock is a lease (src/io/s3/lease.h) that a crashed holder cannot drop:
+// it expires unless renewed, and can be lost to another writer while held.
 class FileLock {
  public:
   virtual ~FileLock() = default;
+  // Throws kIO naming the new holder when the lock is no longer ours (a lease that expired or
+  // was taken over). A writer calls it just before its commit point. A flock is never lost.
+  virtual void check() const {}
 };
 
 // Anonymous memory ckpt fills itself: the arenas eager loads read records into, the snapshot
@@ -132,6 +137,13 @@ class Env {
   // succeeds and then appears whole (an object store's PUT or CompleteMultipartUpload): there
   // AtomicFile writes the final name directly, with no temp name, rename or directory sync.
   virtual bool publishes_in_place(const std::string& path) { return false; }
+  // A copy of the file `from` under the new name `to`, published atomically (a server-side copy
+  // on object storage). Throws kUnsupported where the Env cannot copy without the caller's help.
+  virtual void copy_file(const std::string& from, const std::string& to);
+  // Cancels writes into `dir` that never finished and are not visible as files (an object
+  // store's multipart uploads left by a dead writer); returns how many. A no-op for files, whose
+  // temp names a run finds by listing.
+  virtual size_t abort_unfinished_writes(const std::string& dir) { return 0; }
 };
 
 // Wraps another Env and forwards every call: fault-injecting test Envs derive from it and
@@ -161,6 +173,8 @@ class EnvWrapper : public Env {
     return target_->allocate(bytes, what);
   }
   bool publishes_in_place(const std::string& path) override { return target_->publishes_in_place(path); }
+  void copy_file(const std::string& from, const std::string& to) override { target_->copy_file(from, to); }
+  size_t abort_unfinished_writes(const std::string& dir) override { return target_->abort_unfinished_writes(dir); }
 
  private:
   Env* target_;

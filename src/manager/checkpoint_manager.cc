@@ -172,6 +172,7 @@ struct CheckpointManager::Impl {
     rec.epoch = epoch;
     rec.step = step;
     rec.metrics = std::move(metrics);
+    run.free_name(rec.file);
     SaveOptions so;
     so.durable = opt.durable;
     so.env = env();

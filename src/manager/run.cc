@@ -196,7 +196,11 @@ void Run::open() {
   } catch (const Error& e) {
     fail(e.kind(), "run directory '", dir_, "' is in use: ", e.what());
   }
+  // 0a'. on object storage: the multipart uploads of saves that never completed
+  if (size_t aborted = env_->abort_unfinished_writes(dir_))
+    warn(str_cat(dir_, ": aborted ", aborted, " unfinished upload(s) of an interrupted save"));
   bool dirty = false;
+  bool index_damaged = false;
   std::optional<Index> existing;
   try {
     existing = read_index(env_, dir_);
@@ -204,6 +208,7 @@ void Run::open() {
     if (e.kind() != ErrorKind::kCorruption) throw;
     warn(str_cat(e.what(), "; rebuilding it from the checkpoints"));
     dirty = true;
+    index_damaged = true;
   }
   if (existing) {
     index_ = std::move(*existing);
@@ -239,8 +244,18 @@ void Run::open() {
   std::vector<CheckpointRecord> adopted;
   std::set<std::string> listed;
   for (const auto& r : index_.records) listed.insert(r.file);
+  // On object storage an object that no index names is garbage, never a candidate: a complete
+  // one is indistinguishable from a committed one only by the index (and s3rver even keeps a
+  // killed PUT's cut-short body under its key). It is removed — unless the index itself is
+  // damaged, when the checkpoints are all there is to rebuild it from.
+  const bool drop_orphans = env_->publishes_in_place(dir_) && !index_damaged;
   for (const auto& e : entries) {
     if (listed.count(e.name) || !is_entry(e)) continue;
+    if (drop_orphans) {
+      warn(str_cat(path_of(e.name), ": not in the run index (a save interrupted before its commit); removed"));
+      env_->remove_file(path_of(e.name));
+      continue;
+    }
     try {
       adopted.push_back(adopt(e.name));
     } catch (const Error& err) {
@@ -352,6 +367,19 @@ void Run::export_best(const CheckpointRecord& best) {
     else
       warn(str_cat(best.path, ": no '", opt_.model_key, "' entry, so no ", kBestModelFile, " was written"));
   }
+  if (env_->publishes_in_place(dir_)) {
+    // Object storage: no links and no rename, but every write publishes atomically in place.
+    // best.pt is a server-side copy (its bytes never leave the server), or an upload.
+    try {
+      env_->copy_file(best.path, path_of(kBestFile));
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kUnsupported) throw;
+      load_best();
+      ckpt::save(ck, path_of(kBestFile), so);
+    }
+    exported_best_ = best.file;
+    return;
+  }
   // best.pt: a second name for the file (no copy), replaced atomically.
   const std::string tmp = str_cat(dir_, "/.", kBestFile, ".tmp-", ::getpid(), "-0");
   env_->remove_file(tmp);
@@ -377,6 +405,7 @@ void Run::commit(CheckpointRecord rec) {
   std::lock_guard<std::mutex> guard(mu_);
   rec.unix_time = now_unix();
   Index next = index_;
+  next.pending_delete.clear();  // the previous commit's victims went in its step 9
   rec.seq = next.next_seq++;
   // A checkpoint under the same name (a step saved again after resuming from an older one)
   // was replaced by the writer's publication.
@@ -395,12 +424,31 @@ void Run::commit(CheckpointRecord rec) {
   next.records = std::move(kept);
   for (const auto& v : victims) next.pending_delete.push_back(v.file);
   next.refresh(opt_.monitor, opt_.mode);
-  // 7-8. the commit point, then the pointer
+  // 7-8. the commit point, then the pointer. A writer that lost its lease on object storage
+  // (paused past its expiry, another writer took the run) stops here.
+  if (lock_) lock_->check();
   write_index_file(env_, dir_, next, opt_.durable);
   index_ = next;
   write_latest_file(env_, dir_, index_, opt_.durable);
   // 9. the victims
   for (const auto& v : victims) remove_checkpoint(env_, v.path);
+}
+
+void Run::free_name(const std::string& file) {
+  if (!env_->publishes_in_place(dir_)) return;  // a file's rename replaces it atomically
+  std::lock_guard<std::mutex> guard(mu_);
+  if (!index_.find(file)) return;
+  Index next = index_;
+  next.records.erase(std::remove_if(next.records.begin(), next.records.end(),
+                                    [&](const CheckpointRecord& r) { return r.file == file; }),
+                     next.records.end());
+  next.pending_delete = {file};
+  next.refresh(opt_.monitor, opt_.mode);
+  if (lock_) lock_->check();
+  write_index_file(env_, dir_, next, opt_.durable);
+  index_ = next;
+  write_latest_file(env_, dir_, index_, opt_.durable);
+  env_->remove_file(path_of(file));
 }
 
 // --- restore -------------------------------------------------------------------------------------------

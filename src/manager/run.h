@@ -62,6 +62,11 @@ class Run {
   // Steps 5-9 for `rec`, durable at rec.path; rec.bytes and rec.content_crc are filled in.
   // Thread-safe against the readers below (async commits run on a writer thread).
   void commit(CheckpointRecord rec);
+  // Before a writer publishes `file` where the index already names it (a step saved again after
+  // resuming from an older checkpoint): on object storage, where publication overwrites in place,
+  // the old record leaves the index (a commit of its own) and its object is deleted, so no index
+  // ever names bytes it did not record. A no-op on files, whose rename replaces atomically.
+  void free_name(const std::string& file);
 
   // The checkpoint `from` names (latest, best, step=N; not a path): nullopt when there is none
   // (a fresh start) or it is marked damaged. Throws for step=N that does not exist and for

@@ -7,6 +7,8 @@
 #include <iostream>
 #include <vector>
 
+#include "ckpt/serialize.h"
+
 namespace ckpt::train {
 
 std::string format_duration(double seconds) {
@@ -65,38 +67,50 @@ void Console::end_progress() {
   last_quarter_ = -1;
 }
 
+void MetricsLog::load() {
+  if (loaded_) return;
+  loaded_ = true;
+  std::string text;
+  try {
+    text = read_text_file(path_);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNotFound) throw;
+    return;
+  }
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    lines_.push_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+}
+
+void MetricsLog::write() const {
+  std::string text;
+  for (const auto& l : lines_) text += l + "\n";
+  write_text_file(path_, text);
+}
+
 void MetricsLog::keep_up_to_step(int64_t step) {
-  std::ifstream in(path_);
-  if (!in) return;
+  load();
   std::vector<std::string> kept;
-  bool dropped = false;
-  for (std::string line; std::getline(in, line);) {
+  for (const auto& line : lines_) {
     try {
       auto j = nlohmann::json::parse(line);
-      if (j.value("step", int64_t{0}) <= step) {
-        kept.push_back(line);
-        continue;
-      }
+      if (j.value("step", int64_t{0}) <= step) kept.push_back(line);
     } catch (const std::exception&) {
-      // a line cut short by a crash
+      // a line cut short by a crash (files written before the log was rewritten whole)
     }
-    dropped = true;
   }
-  in.close();
-  if (!dropped) return;
-  const std::string tmp = path_ + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& l : kept) out << l << "\n";
-  }
-  std::rename(tmp.c_str(), path_.c_str());
+  if (kept.size() == lines_.size()) return;
+  lines_ = std::move(kept);
+  write();
 }
 
 void MetricsLog::append(const nlohmann::ordered_json& record) {
-  std::ofstream out(path_, std::ios::app);
-  out << record.dump() << "\n";
-  out.flush();
-  if (!out) throw std::runtime_error(path_ + ": cannot append the epoch's metrics");
+  load();
+  lines_.push_back(record.dump());
+  write();
 }
 
 }  // namespace ckpt::train

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,9 +33,10 @@ class Console {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
-// RUNDIR/metrics.jsonl. Lines are only appended; at a resume, lines of steps past the restored
-// checkpoint (written before a crash lost their checkpoint) are dropped, so the file always
-// tells the story of the run that continues.
+// RUNDIR/metrics.jsonl. At a resume, lines of steps past the restored checkpoint (written
+// before a crash lost their checkpoint) are dropped, so the file always tells the story of the
+// run that continues. Each append rewrites the (small) file whole and crash-safely through
+// io::Env: object storage has no append, and an s3:// run directory works like a local one.
 class MetricsLog {
  public:
   explicit MetricsLog(std::string path) : path_(std::move(path)) {}
@@ -42,7 +44,11 @@ class MetricsLog {
   void append(const nlohmann::ordered_json& record);
 
  private:
+  void load();
+  void write() const;
   std::string path_;
+  std::vector<std::string> lines_;
+  bool loaded_ = false;
 };
 
 std::string format_duration(double seconds);  // "1:05", "1:02:03"

@@ -283,10 +283,7 @@ int cmd_plot(const std::string& dir, std::string out) {
   std::vector<ckpt::CheckpointRecord> checkpoints;
   if (ckpt::is_run_directory(dir)) checkpoints = ckpt::list_run(dir);
   std::string svg = ckpt::cli::plot_svg("Training run " + dir, points, checkpoints);
-  std::ofstream f(out, std::ios::trunc);
-  f << svg;
-  f.close();
-  if (!f) ckpt::fail(ckpt::ErrorKind::kIO, out, ": cannot write the plot");
+  ckpt::write_text_file(out, svg);  // a file, or an object beside an s3:// run
   std::cout << out << ": " << points.size() << " epochs, " << checkpoints.size() << " checkpoints on disk\n";
   return 0;
 }

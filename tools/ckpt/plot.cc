@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "ckpt/serialize.h"
 #include "util/errors.h"
 
 namespace ckpt::cli {
@@ -160,8 +162,14 @@ void draw_panel(std::string& svg, const Panel& p, const std::string& title, cons
 
 std::vector<EpochPoint> read_metrics(const std::string& run_dir) {
   const std::string path = run_dir + "/metrics.jsonl";
-  std::ifstream in(path);
-  if (!in) fail(ErrorKind::kNotFound, path, ": no such file (ckpt plot draws what ckpt-train logs there)");
+  std::string text;
+  try {
+    text = read_text_file(path);  // a file, or an object of an s3:// run
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNotFound) throw;
+    fail(ErrorKind::kNotFound, path, ": no such file (ckpt plot draws what ckpt-train logs there)");
+  }
+  std::istringstream in(text);
   std::vector<EpochPoint> out;
   int line_no = 0;
   for (std::string line; std::getline(in, line);) {

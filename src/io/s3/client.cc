@@ -412,7 +412,9 @@ Response Client::perform(const Request& req) {
       const bool accepted = std::find(req.accept.begin(), req.accept.end(), status) != req.accept.end();
       const bool ok_status = status >= 200 && status < 300;
       // S3 may answer 200 and still report an error in the body (CompleteMultipartUpload).
-      const bool error_body = ok_status && std::strcmp(req.op, "CompleteMultipartUpload") == 0 &&
+      const bool error_body = ok_status &&
+                              (std::strcmp(req.op, "CompleteMultipartUpload") == 0 ||
+                               std::strcmp(req.op, "CopyObject") == 0) &&
                               find_start(resp.body, "Error", 0).first != std::string::npos;
       if (accepted || (ok_status && !error_body)) {
         if (ok_status && req.dst && resp.received != req.dst_size) {
@@ -514,12 +516,43 @@ void Client::get_range(const Uri& uri, uint64_t offset, size_t n, void* dst, con
          ", the answer says Content-Range '", printable(cr, 80), "'");
 }
 
-std::string Client::get(const Uri& uri) {
+std::string Client::get(const Uri& uri, std::string* etag) {
   Request r;
   r.op = "GetObject";
   r.bucket = uri.bucket;
   r.key = uri.key;
-  return perform(r).body;
+  Response resp = perform(r);
+  if (etag) *etag = resp.header("etag");
+  return std::move(resp.body);
+}
+
+bool Client::put_if_match(const Uri& uri, const void* data, size_t size, const std::string& expected,
+                          std::string* etag) {
+  Request r;
+  r.op = "PutObject";
+  r.method = "PUT";
+  r.bucket = uri.bucket;
+  r.key = uri.key;
+  r.body = data;
+  r.body_size = size;
+  r.has_body = true;
+  r.headers.emplace_back("If-Match", expected);
+  r.accept = {404, 412};
+  Response resp = perform(r);
+  if (resp.status == 404 || resp.status == 412) return false;
+  if (etag) *etag = resp.header("etag");
+  return true;
+}
+
+void Client::copy(const Uri& from, const Uri& to) {
+  Request r;
+  r.op = "CopyObject";
+  r.method = "PUT";
+  r.bucket = to.bucket;
+  r.key = to.key;
+  r.headers.emplace_back("x-amz-copy-source", "/" + from.bucket + "/" + uri_encode(from.key, true));
+  r.has_body = true;
+  perform(r);
 }
 
 void Client::remove(const Uri& uri) {

@@ -106,7 +106,16 @@ class Client {
   // GET of [offset, offset+n) into dst, checked against Content-Range; `etag` (when not empty)
   // pins the version (If-Match): an object replaced meanwhile fails with HTTP 412.
   void get_range(const Uri& uri, uint64_t offset, size_t n, void* dst, const std::string& etag = "");
-  std::string get(const Uri& uri);  // a whole small object (index, pointer)
+  // A whole small object (index, pointer); `etag` receives its ETag.
+  std::string get(const Uri& uri, std::string* etag = nullptr);
+  // PUT only when the object's current ETag is `expected` (If-Match: compare-and-swap). Returns
+  // false on 412 (replaced meanwhile) and 404 (gone). Servers without conditional writes ignore
+  // the header and always write (doc/object-storage.md).
+  bool put_if_match(const Uri& uri, const void* data, size_t size, const std::string& expected,
+                    std::string* etag = nullptr);
+  // A server-side copy (CopyObject, objects up to 5 GiB): `to` appears whole, its bytes never
+  // leave the server. Its 200 body is checked for an <Error>, as Complete's.
+  void copy(const Uri& from, const Uri& to);
   // DELETE; a missing key is fine (S3 answers 204 either way).
   void remove(const Uri& uri);
   // ListObjectsV2 under `prefix`, every page (continuation tokens). With `delimiter`, the

@@ -229,6 +229,7 @@ Config config_from_environment(const GetEnv& getenv, const ReadFile& read_file) 
   number("CKPT_S3_RETRY_BASE_MS", 0, 600000, &c.retry_base_ms);
   number("CKPT_S3_RETRY_CAP_MS", 0, 3600000, &c.retry_cap_ms);
   number("CKPT_S3_REQUEST_DEADLINE_S", 1, 86400, &c.request_deadline_s);
+  number("CKPT_S3_LEASE_S", 2, 86400, &c.lease_s);
   long part = 0, parts = 0, range = 0, ranges = 0;
   number("CKPT_S3_PART_SIZE", 5L << 20, 5L << 30, &part);
   number("CKPT_S3_PARTS_IN_FLIGHT", 1, 256, &parts);

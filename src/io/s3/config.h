@@ -73,6 +73,8 @@ struct Config {
   size_t parts_in_flight = 4;               // CKPT_S3_PARTS_IN_FLIGHT: uploads at once (memory: parts x part size)
   uint64_t range_size = uint64_t{8} << 20;  // CKPT_S3_RANGE_SIZE: piece of a parallel ranged GET
   size_t ranges_in_flight = 8;              // CKPT_S3_RANGES_IN_FLIGHT: GETs at once per read
+  // A run's writer lease (lease.h): it expires this long after its holder last renewed it.
+  long lease_s = 60;  // CKPT_S3_LEASE_S
 
   // Tests: "HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT" entries, as curl's --connect-to.
   std::vector<std::string> connect_to;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/s3/lease.h"
 #include "util/errors.h"
 
 namespace ckpt::io::s3 {
@@ -472,7 +473,7 @@ class RoutingEnv final : public EnvWrapper {
   }
   std::unique_ptr<FileLock> lock_file(const std::string& path, const std::string& owner) override {
     if (!is_s3_uri(path)) return target()->lock_file(path, owner);
-    fail(ErrorKind::kUnsupported, path, ": run directories on object storage are not supported yet");
+    return acquire_lease(default_client(), path, owner);
   }
   uint64_t free_space(const std::string& path) override {
     if (!is_s3_uri(path)) return target()->free_space(path);
@@ -494,6 +495,34 @@ class RoutingEnv final : public EnvWrapper {
   }
   bool publishes_in_place(const std::string& path) override {
     return is_s3_uri(path) || target()->publishes_in_place(path);
+  }
+  void copy_file(const std::string& from, const std::string& to) override {
+    if (!is_s3_uri(from) && !is_s3_uri(to)) return target()->copy_file(from, to);
+    if (!is_s3_uri(from) || !is_s3_uri(to))
+      fail(ErrorKind::kUnsupported, from, ": no server-side copy between a file and an object (to ", to, ")");
+    ObjectInfo info;
+    auto client = default_client();
+    if (!client->head(parse_uri(from), &info)) fail(ErrorKind::kNotFound, from, ": no such object");
+    if (info.size > (uint64_t{5} << 30))
+      fail(ErrorKind::kUnsupported, from, ": ", info.size, " bytes, over CopyObject's 5 GiB");
+    client->copy(parse_uri(from), parse_uri(to));
+  }
+  // Multipart uploads under DIR/ (ListMultipartUploads, then AbortMultipartUpload each). A
+  // server without these calls (405/501) has nothing to abort that ckpt could find.
+  size_t abort_unfinished_writes(const std::string& dir) override {
+    if (!is_s3_uri(dir)) return target()->abort_unfinished_writes(dir);
+    Uri u = parse_uri(dir, false);
+    const std::string prefix = u.key.empty() || u.key.back() == '/' ? u.key : u.key + "/";
+    auto client = default_client();
+    std::vector<UploadInfo> uploads;
+    try {
+      uploads = client->list_multipart(u.bucket, prefix);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kUnsupported) return 0;
+      throw;
+    }
+    for (const auto& up : uploads) client->abort_multipart(Uri{u.bucket, up.key}, up.upload_id);
+    return uploads.size();
   }
 };
 
