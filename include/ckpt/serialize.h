@@ -57,6 +57,11 @@ struct SaveOptions {
   bool check_free_space = true;
   ProgressFn progress;
   io::Env* env = nullptr;  // nullptr: the default (POSIX) one
+  // Fail (kIO, "exists") rather than replace an existing file. On object storage this is a
+  // conditional write (If-None-Match: *): of two writers racing for one key, one publishes and
+  // the other fails, whatever the timing. On files it is a check before writing (a run's flock
+  // already keeps a second writer out). The run managers use it for their checkpoints.
+  bool create_only = false;
 };
 
 // What a save wrote.

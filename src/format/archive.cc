@@ -717,7 +717,7 @@ SavedFile write_prepared(io::Env* env, const PreparedArchive& archive, const std
   // Large durable saves bypass the page cache (here 5x faster than buffered write + fsync).
   const bool direct = options.durable && total >= kDirectIoThreshold;
   if (options.check_free_space) check_free_space(env, archive, path);
-  io::AtomicFile out(env, path, direct);
+  io::AtomicFile out(env, path, direct, options.create_only);
   zip::Writer zw(&out.file());
   if (options.progress) zw.set_progress(options.progress, total + archive.pickle.size());
   zw.add(prefix + "data.pkl", archive.pickle.data(), archive.pickle.size());

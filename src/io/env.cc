@@ -430,14 +430,16 @@ std::string final_name_of_temp(const std::string& name) {
   return name.substr(1, tmp - 1);
 }
 
-AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct) : env_(env), final_path_(std::move(final_path)) {
+AtomicFile::AtomicFile(Env* env, std::string final_path, bool direct, bool create_only)
+    : env_(env), final_path_(std::move(final_path)) {
   static std::atomic<unsigned> counter{0};
   if (env_->publishes_in_place(final_path_)) {
     in_place_ = true;
     temp_path_ = final_path_;
-    file_ = env_->new_writable_file(final_path_, direct);
+    file_ = env_->new_published_file(final_path_, !create_only, direct);
     return;
   }
+  if (create_only && env_->file_exists(final_path_)) fail(ErrorKind::kIO, final_path_, ": not written: it exists");
   std::string dir = dirname_of(final_path_);
   std::string base = basename_of(final_path_);
   if (base.empty()) fail(ErrorKind::kInvalidArgument, final_path_, ": not a file name");

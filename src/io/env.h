@@ -137,6 +137,11 @@ class Env {
   // succeeds and then appears whole (an object store's PUT or CompleteMultipartUpload): there
   // AtomicFile writes the final name directly, with no temp name, rename or directory sync.
   virtual bool publishes_in_place(const std::string& path) { return false; }
+  // Where publishes_in_place: the writer of the final name itself, which replaces an existing
+  // file on close() or, with `replace` = false, fails there if the name exists (atomically).
+  virtual std::unique_ptr<WritableFile> new_published_file(const std::string& path, bool replace, bool direct) {
+    return new_writable_file(path, direct);
+  }
   // A copy of the file `from` under the new name `to`, published atomically (a server-side copy
   // on object storage). Throws kUnsupported where the Env cannot copy without the caller's help.
   virtual void copy_file(const std::string& from, const std::string& to);
@@ -173,6 +178,9 @@ class EnvWrapper : public Env {
     return target_->allocate(bytes, what);
   }
   bool publishes_in_place(const std::string& path) override { return target_->publishes_in_place(path); }
+  std::unique_ptr<WritableFile> new_published_file(const std::string& path, bool replace, bool direct) override {
+    return target_->new_published_file(path, replace, direct);
+  }
   void copy_file(const std::string& from, const std::string& to) override { target_->copy_file(from, to); }
   size_t abort_unfinished_writes(const std::string& dir) override { return target_->abort_unfinished_writes(dir); }
 
@@ -207,7 +215,9 @@ std::string final_name_of_temp(const std::string& name);
 // final name itself, step 3's close() is the atomic publication, and steps 4-5 do not apply.
 class AtomicFile {
  public:
-  AtomicFile(Env* env, std::string final_path, bool direct = false);
+  // `create_only`: fail (kIO) when the final name exists — atomically where the Env publishes in
+  // place (a conditional write), by a check before writing otherwise.
+  AtomicFile(Env* env, std::string final_path, bool direct = false, bool create_only = false);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;

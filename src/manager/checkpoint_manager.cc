@@ -177,6 +177,9 @@ struct CheckpointManager::Impl {
     so.durable = opt.durable;
     so.env = env();
     so.progress = opt.progress;
+    // On object storage free_name() cleared the name, so a writer that lost the run cannot publish
+    // over it (on files, a re-saved step's rename replaces the old file atomically).
+    so.create_only = env()->publishes_in_place(rec.path);
     // Every error names the checkpoint (and so its step), also when the file it failed on is
     // the index or a pointer.
     auto naming = [](const CheckpointRecord& r, auto&& f) {

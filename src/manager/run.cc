@@ -437,7 +437,14 @@ void Run::commit(CheckpointRecord rec) {
 void Run::free_name(const std::string& file) {
   if (!env_->publishes_in_place(dir_)) return;  // a file's rename replaces it atomically
   std::lock_guard<std::mutex> guard(mu_);
-  if (!index_.find(file)) return;
+  // A writer that was paused past its lease's expiry stops before it writes anything.
+  if (lock_) lock_->check();
+  if (!index_.find(file)) {
+    // Under our lease an object of this name that no index lists is garbage (written by a
+    // writer that lost the run): clear it for the create-only write.
+    env_->remove_file(path_of(file));
+    return;
+  }
   Index next = index_;
   next.records.erase(std::remove_if(next.records.begin(), next.records.end(),
                                     [&](const CheckpointRecord& r) { return r.file == file; }),

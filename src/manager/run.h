@@ -66,6 +66,8 @@ class Run {
   // resuming from an older checkpoint): on object storage, where publication overwrites in place,
   // the old record leaves the index (a commit of its own) and its object is deleted, so no index
   // ever names bytes it did not record. A no-op on files, whose rename replaces atomically.
+  // Also fails first (kIO) when the writer's lease was lost. The writer then publishes with
+  // SaveOptions::create_only.
   void free_name(const std::string& file);
 
   // The checkpoint `from` names (latest, best, step=N; not a path): nullopt when there is none

@@ -431,6 +431,10 @@ class RoutingEnv final : public EnvWrapper {
     if (!is_s3_uri(path)) return target()->new_writable_file(path, direct);
     return new_object_writer(default_client(), path);
   }
+  std::unique_ptr<WritableFile> new_published_file(const std::string& path, bool replace, bool direct) override {
+    if (!is_s3_uri(path)) return target()->new_published_file(path, replace, direct);
+    return new_object_writer(default_client(), path, /*if_none_match=*/!replace);
+  }
   std::shared_ptr<MappedFile> map_file(const std::string& path) override {
     if (!is_s3_uri(path)) return target()->map_file(path);
     return open_object(default_client(), path);
