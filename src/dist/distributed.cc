@@ -383,6 +383,10 @@ SaveResult save(const Value& state, const std::string& dir_in, c10d::ProcessGrou
   const int rank = pg.getRank(), world = pg.getSize();
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.rfind("s3://", 0) == 0)
+    fail(ErrorKind::kUnsupported, dir,
+         ": distributed checkpoints on object storage are not supported yet (their commit renames a directory); "
+         "save to a shared filesystem");
   const std::string parent = io::dirname_of(dir), name = io::basename_of(dir);
   const std::string tmp = parent + "/." + name + ".tmp-dist";
 

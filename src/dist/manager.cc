@@ -124,6 +124,10 @@ CheckpointManager::CheckpointManager(std::string directory, c10d::ProcessGroup& 
     : dir_(std::move(directory)), rank_(pg.getRank()), world_(pg.getSize()) {
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
   if (dir_.empty()) fail(ErrorKind::kInvalidArgument, "dist::CheckpointManager: empty run directory name");
+  if (dir_.rfind("s3://", 0) == 0)
+    fail(ErrorKind::kUnsupported, dir_,
+         ": a distributed run directory on object storage is not supported yet (a distributed checkpoint's commit "
+         "renames a directory); use a shared filesystem, or train in one process with --run-dir s3://");
   impl_ = std::make_unique<Impl>(pg, std::move(options), init.timeout);
   impl_->commit_pg = init.commit_group;
   if (impl_->opt.async && (!init.commit_group || init.commit_group == &pg))

@@ -70,6 +70,14 @@ def metrics(run_dir):
     return out
 
 
+def committed(run_dir):
+    try:
+        with open(os.path.join(run_dir, "index.json")) as f:
+            return bool(json.load(f).get("checkpoints"))
+    except (OSError, ValueError):
+        return False
+
+
 class TrainDistributed(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -142,8 +150,11 @@ class TrainDistributed(unittest.TestCase):
         p = subprocess.Popen(torchrun_cmd(2, run_dir, "--epochs", 2), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
         try:
+            # After the first commit every rank is training with its handlers in place. (Rank 0
+            # writes `latest` already when it opens a fresh run, when another rank may still be
+            # starting up, before it has any handler: a SIGTERM there ends it, with nothing lost.)
             deadline = time.time() + 120
-            while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "latest")):
+            while time.time() < deadline and not committed(run_dir):
                 time.sleep(0.05)
             p.send_signal(signal.SIGTERM)  # torchrun passes it to every rank
             out, _ = p.communicate(timeout=120)

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -109,6 +110,22 @@ void MetricsLog::keep_up_to_step(int64_t step) {
 
 void MetricsLog::append(const nlohmann::ordered_json& record) {
   load();
+  // An epoch's line replaces one written before: a run killed after logging an epoch's end but
+  // before that epoch's checkpoint committed (or resumed from a checkpoint saved at the epoch's
+  // last step, before its end) replays the end and logs it again.
+  if (record.contains("epoch")) {
+    const std::string epoch = record["epoch"].dump();
+    lines_.erase(std::remove_if(lines_.begin(), lines_.end(),
+                                [&](const std::string& line) {
+                                  try {
+                                    auto j = nlohmann::json::parse(line);
+                                    return j.contains("epoch") && j["epoch"].dump() == epoch;
+                                  } catch (const std::exception&) {
+                                    return false;
+                                  }
+                                }),
+                 lines_.end());
+  }
   lines_.push_back(record.dump());
   write();
 }

@@ -35,7 +35,8 @@ class Console {
 
 // RUNDIR/metrics.jsonl. At a resume, lines of steps past the restored checkpoint (written
 // before a crash lost their checkpoint) are dropped, so the file always tells the story of the
-// run that continues. Each append rewrites the (small) file whole and crash-safely through
+// run that continues, and an epoch logged again (its end replayed after a crash) replaces its
+// earlier line. Each append rewrites the (small) file whole and crash-safely through
 // io::Env: object storage has no append, and an s3:// run directory works like a local one.
 class MetricsLog {
  public:
