@@ -468,9 +468,9 @@ TEST(Torch2x, A214FileKeepsItsLayoutThroughConvertAndTheRunManager) {
     // Everything: keys, their order, kinds, tensors and numbers.
     EXPECT_EQ(first_difference(ckpt::load(converted), original), "");
     source = converted;
-#else
-    ADD_FAILURE() << "CKPT_CLI is not defined: `ckpt convert` is not checked";
 #endif
+    // (Without CKPT_CLI — the sanitizer builds, which build no tools — only the run manager's
+    // part runs here; the main build, which scripts/test.sh runs first, checks `ckpt convert`.)
     Resumed run(path);
     if (!run.sched) run.state.scheduler = nullptr;
     ckpt::ManagerOptions options;
