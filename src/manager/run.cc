@@ -424,14 +424,19 @@ void Run::commit(CheckpointRecord rec) {
   next.records = std::move(kept);
   for (const auto& v : victims) next.pending_delete.push_back(v.file);
   next.refresh(opt_.monitor, opt_.mode);
-  // 7-8. the commit point, then the pointer. A writer that lost its lease on object storage
-  // (paused past its expiry, another writer took the run) stops here.
-  if (lock_) lock_->check();
-  write_index_file(env_, dir_, next, opt_.durable);
-  index_ = next;
-  write_latest_file(env_, dir_, index_, opt_.durable);
+  // 7-8. the commit point, then the pointer
+  publish(std::move(next));
   // 9. the victims
   for (const auto& v : victims) remove_checkpoint(env_, v.path);
+}
+
+void Run::publish(Index next) {
+  // A writer that lost its lease on object storage (paused past its expiry, another writer took
+  // the run) stops before the commit point.
+  if (lock_) lock_->check();
+  write_index_file(env_, dir_, next, opt_.durable);  // the commit point
+  index_ = std::move(next);
+  write_latest_file(env_, dir_, index_, opt_.durable);
 }
 
 void Run::free_name(const std::string& file) {
@@ -451,10 +456,7 @@ void Run::free_name(const std::string& file) {
                      next.records.end());
   next.pending_delete = {file};
   next.refresh(opt_.monitor, opt_.mode);
-  if (lock_) lock_->check();
-  write_index_file(env_, dir_, next, opt_.durable);
-  index_ = next;
-  write_latest_file(env_, dir_, index_, opt_.durable);
+  publish(std::move(next));
   env_->remove_file(path_of(file));
 }
 

@@ -94,6 +94,8 @@ class Run {
   bool is_dir_record(const std::string& file) const;
   void export_best(const CheckpointRecord& best);
   LoadOptions load_options(bool verify) const;
+  // Steps 7-8 for `next` (mu_ held): the lease checked, the index replaced, then `latest`.
+  void publish(Index next);
 
   io::Env* env_;
   std::string dir_;

@@ -476,7 +476,10 @@ bool Client::head(const Uri& uri, ObjectInfo* info) {
   return true;
 }
 
-bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_match, std::string* etag) {
+namespace {
+
+// A PutObject of `size` bytes from `data`, with Content-Length (never chunked).
+Request put_request(const Uri& uri, const void* data, size_t size) {
   Request r;
   r.op = "PutObject";
   r.method = "PUT";
@@ -485,6 +488,13 @@ bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_mat
   r.body = data;
   r.body_size = size;
   r.has_body = true;
+  return r;
+}
+
+}  // namespace
+
+bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_match, std::string* etag) {
+  Request r = put_request(uri, data, size);
   if (if_none_match) {
     r.headers.emplace_back("If-None-Match", "*");
     r.accept = {412};
@@ -528,14 +538,7 @@ std::string Client::get(const Uri& uri, std::string* etag) {
 
 bool Client::put_if_match(const Uri& uri, const void* data, size_t size, const std::string& expected,
                           std::string* etag) {
-  Request r;
-  r.op = "PutObject";
-  r.method = "PUT";
-  r.bucket = uri.bucket;
-  r.key = uri.key;
-  r.body = data;
-  r.body_size = size;
-  r.has_body = true;
+  Request r = put_request(uri, data, size);
   r.headers.emplace_back("If-Match", expected);
   r.accept = {404, 412};
   Response resp = perform(r);

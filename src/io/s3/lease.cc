@@ -125,9 +125,9 @@ class Lease final : public FileLock {
         if (!taken) continue;  // another taker won, or it was released: look again
       }
       std::string back_etag;
-      if (parse_lease(client_->get(u_, &back_etag)).token != mine_.token) {
-        LeaseText now = parse_lease(client_->get(u_));
-        fail(ErrorKind::kIO, uri_, ": leased by another writer (", now.owner,
+      const LeaseText back = parse_lease(client_->get(u_, &back_etag));
+      if (back.token != mine_.token) {
+        fail(ErrorKind::kIO, uri_, ": leased by another writer (", back.owner,
              "; it wrote the lease right after this process did: the server ignores conditional writes, "
              "so two writers raced)");
       }

@@ -423,6 +423,11 @@ class ObjectFile final : public MappedFile {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The keys "in" directory `u` start with this ("runs/7/"; "" for a whole bucket).
+std::string dir_prefix(const Uri& u) {
+  return u.key.empty() || u.key.back() == '/' ? u.key : u.key + "/";
+}
+
 class RoutingEnv final : public EnvWrapper {
  public:
   explicit RoutingEnv(Env* local) : EnvWrapper(local) {}
@@ -460,7 +465,7 @@ class RoutingEnv final : public EnvWrapper {
   std::vector<DirEntry> list_dir(const std::string& dir) override {
     if (!is_s3_uri(dir)) return target()->list_dir(dir);
     Uri u = parse_uri(dir, false);
-    std::string prefix = u.key.empty() || u.key.back() == '/' ? u.key : u.key + "/";
+    const std::string prefix = dir_prefix(u);
     std::vector<std::string> prefixes;
     std::vector<DirEntry> out;
     for (const auto& o : default_client()->list(u.bucket, prefix, "/", &prefixes))
@@ -516,7 +521,7 @@ class RoutingEnv final : public EnvWrapper {
   size_t abort_unfinished_writes(const std::string& dir) override {
     if (!is_s3_uri(dir)) return target()->abort_unfinished_writes(dir);
     Uri u = parse_uri(dir, false);
-    const std::string prefix = u.key.empty() || u.key.back() == '/' ? u.key : u.key + "/";
+    const std::string prefix = dir_prefix(u);
     auto client = default_client();
     std::vector<UploadInfo> uploads;
     try {
