@@ -24,6 +24,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node + npm run s3rver, the pessimistic S3 server of the tests (scripts/install-s3rver.sh).
+# Only when the commands are missing: a node from elsewhere (nodesource's bundles npm) would
+# conflict with Debian's npm package.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q

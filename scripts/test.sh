@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds, runs ctest (unit, LibTorch bridge, run
 # manager with its fault and power-cut walks, hostile files, interop with the real Python torch,
-# kill -9, consumers of the installed package), then the torch-free unit tests again under
-# ASan+UBSan and the threaded ones under TSan, then every fuzzer (ASan+UBSan) for a bounded time
-# after replaying its regression inputs.
+# kill -9, object storage on moto and s3rver, consumers of the installed package), then the
+# torch-free unit tests again under ASan+UBSan and the threaded ones under TSan, then every fuzzer
+# (ASan+UBSan) for a bounded time after replaying its regression inputs.
 #   scripts/test.sh                          # everything
 #   CKPT_FUZZ_SECONDS=60 scripts/test.sh     # longer fuzzing (default 20 s per target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/install-s3rver.sh   # build/s3rver: the pessimistic S3 server of interop.S3rver*
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build
