@@ -62,7 +62,8 @@ uint32_t content_crc(const std::vector<Entry>& entries);
 class Writer {
  public:
   explicit Writer(io::WritableFile* file);
-  // Reports payload bytes written against `total` as large records are copied out.
+  // Reports payload bytes written against `total` as large records are copied out, never more
+  // than the file has acknowledged (an object store: parts the server answered).
   void set_progress(std::function<void(uint64_t, uint64_t)> progress, uint64_t total) {
     progress_ = std::move(progress);
     progress_total_ = total;
@@ -80,6 +81,7 @@ class Writer {
     uint64_t header_offset, size;
     uint32_t crc;
   };
+  io::WritableFile* file_;
   io::StreamWriter stream_;
   uint64_t offset_ = 0;  // logical end of the archive
   std::vector<Record> records_;

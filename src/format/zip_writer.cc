@@ -11,7 +11,7 @@ constexpr uint64_t kAlignment = 64;
 constexpr uint64_t k32 = 0xFFFFFFFF;
 }  // namespace
 
-Writer::Writer(io::WritableFile* file) : stream_(file) {}
+Writer::Writer(io::WritableFile* file) : file_(file), stream_(file) {}
 
 void Writer::emit(const void* data, size_t n, uint32_t* crc) {
   stream_.append(data, n, crc);
@@ -27,7 +27,7 @@ void Writer::emit_payload(const void* data, uint64_t n, uint32_t* crc) {
     p += k;
     n -= k;
     progress_done_ += k;
-    if (progress_) progress_(std::min(progress_done_, progress_total_), progress_total_);
+    if (progress_) progress_(std::min({progress_done_, progress_total_, file_->acknowledged()}), progress_total_);
   }
 }
 

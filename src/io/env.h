@@ -27,6 +27,10 @@ class WritableFile {
   // Non-zero when the file was opened with O_DIRECT: every write's buffer address, offset and
   // length must then be multiples of this.
   virtual size_t direct_alignment() const { return 0; }
+  // Bytes the storage has taken: for an object being uploaded, the parts whose upload the server
+  // answered; for a file, whatever was written (no separate count: the maximum). Progress
+  // reports never run ahead of it. Safe to call while other threads write.
+  virtual uint64_t acknowledged() const { return UINT64_MAX; }
 };
 
 // Forwards every call to another WritableFile: the files of test Envs derive from it and
@@ -42,6 +46,7 @@ class WritableFileWrapper : public WritableFile {
   const std::string& path() const override { return target_->path(); }
   void truncate(uint64_t size) override { target_->truncate(size); }
   size_t direct_alignment() const override { return target_->direct_alignment(); }
+  uint64_t acknowledged() const override { return target_->acknowledged(); }
 
  private:
   std::unique_ptr<WritableFile> target_;
@@ -82,6 +87,9 @@ class FileLock {
   // Throws kIO naming the new holder when the lock is no longer ours (a lease that expired or
   // was taken over). A writer calls it just before its commit point. A flock is never lost.
   virtual void check() const {}
+  // What this lock cannot guarantee on its storage, as one line for a warning; empty when it
+  // holds fully (a lease on a server that ignores conditional writes says so here).
+  virtual std::string caveat() const { return {}; }
 };
 
 // Anonymous memory ckpt fills itself: the arenas eager loads read records into, the snapshot

@@ -196,6 +196,7 @@ void Run::open() {
   } catch (const Error& e) {
     fail(e.kind(), "run directory '", dir_, "' is in use: ", e.what());
   }
+  if (std::string caveat = lock_->caveat(); !caveat.empty()) warn(caveat);
   // 0a'. on object storage: the multipart uploads of saves that never completed
   if (size_t aborted = env_->abort_unfinished_writes(dir_))
     warn(str_cat(dir_, ": aborted ", aborted, " unfinished upload(s) of an interrupted save"));

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "util/crc32.h"
 #include "util/errors.h"
 
 namespace ckpt::io::s3 {
@@ -478,8 +479,26 @@ bool Client::head(const Uri& uri, ObjectInfo* info) {
 
 namespace {
 
-// A PutObject of `size` bytes from `data`, with Content-Length (never chunked).
-Request put_request(const Uri& uri, const void* data, size_t size) {
+// S3's x-amz-checksum-crc32: the body's CRC-32 (zlib's), 4 bytes big-endian, base64.
+std::string checksum_crc32(const void* data, size_t size) {
+  const uint32_t crc = crc32_update(0, data, size);
+  const unsigned char b[4] = {static_cast<unsigned char>(crc >> 24), static_cast<unsigned char>(crc >> 16),
+                              static_cast<unsigned char>(crc >> 8), static_cast<unsigned char>(crc)};
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out += kAlphabet[b[0] >> 2];
+  out += kAlphabet[((b[0] & 3) << 4) | (b[1] >> 4)];
+  out += kAlphabet[((b[1] & 15) << 2) | (b[2] >> 6)];
+  out += kAlphabet[b[2] & 63];
+  out += kAlphabet[b[3] >> 2];
+  out += kAlphabet[(b[3] & 3) << 4];
+  out += "==";
+  return out;
+}
+
+// A PutObject of `size` bytes from `data`, with Content-Length (never chunked) and, unless
+// switched off, the body's CRC-32 for the server to check.
+Request put_request(const Config& config, const Uri& uri, const void* data, size_t size) {
   Request r;
   r.op = "PutObject";
   r.method = "PUT";
@@ -488,13 +507,14 @@ Request put_request(const Uri& uri, const void* data, size_t size) {
   r.body = data;
   r.body_size = size;
   r.has_body = true;
+  if (config.send_checksums) r.headers.emplace_back("x-amz-checksum-crc32", checksum_crc32(data, size));
   return r;
 }
 
 }  // namespace
 
 bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_match, std::string* etag) {
-  Request r = put_request(uri, data, size);
+  Request r = put_request(config_, uri, data, size);
   if (if_none_match) {
     r.headers.emplace_back("If-None-Match", "*");
     r.accept = {412};
@@ -538,7 +558,7 @@ std::string Client::get(const Uri& uri, std::string* etag) {
 
 bool Client::put_if_match(const Uri& uri, const void* data, size_t size, const std::string& expected,
                           std::string* etag) {
-  Request r = put_request(uri, data, size);
+  Request r = put_request(config_, uri, data, size);
   r.headers.emplace_back("If-Match", expected);
   r.accept = {404, 412};
   Response resp = perform(r);
@@ -608,6 +628,7 @@ std::string Client::create_multipart(const Uri& uri) {
   r.key = uri.key;
   r.query = {{"uploads", ""}};
   r.has_body = true;
+  if (config_.send_checksums) r.headers.emplace_back("x-amz-checksum-algorithm", "CRC32");
   Response resp = perform(r);
   std::string id = first_value(resp.body, "UploadId");
   if (id.empty())
@@ -616,8 +637,8 @@ std::string Client::create_multipart(const Uri& uri) {
   return id;
 }
 
-std::string Client::upload_part(const Uri& uri, const std::string& upload_id, int part_number, const void* data,
-                                size_t size) {
+CompletedPart Client::upload_part(const Uri& uri, const std::string& upload_id, int part_number, const void* data,
+                                  size_t size) {
   Request r;
   r.op = "UploadPart";
   r.method = "PUT";
@@ -627,18 +648,25 @@ std::string Client::upload_part(const Uri& uri, const std::string& upload_id, in
   r.body = data;
   r.body_size = size;
   r.has_body = true;
+  CompletedPart part{part_number, "", ""};
+  if (config_.send_checksums) {
+    part.checksum_crc32 = checksum_crc32(data, size);
+    r.headers.emplace_back("x-amz-checksum-crc32", part.checksum_crc32);
+  }
   Response resp = perform(r);
-  std::string etag = resp.header("etag");
-  if (etag.empty())
+  part.etag = resp.header("etag");
+  if (part.etag.empty())
     fail(ErrorKind::kIO, "s3 UploadPart ", uri.str(), ": part ", part_number, ": the answer has no ETag");
-  return etag;
+  return part;
 }
 
 bool Client::complete_multipart(const Uri& uri, const std::string& upload_id,
-                                const std::vector<std::pair<int, std::string>>& parts, bool if_none_match) {
+                                const std::vector<CompletedPart>& parts, bool if_none_match) {
   std::string xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
-  for (const auto& [n, etag] : parts)
-    xml += str_cat("<Part><PartNumber>", n, "</PartNumber><ETag>", xml_escape(etag), "</ETag></Part>");
+  for (const auto& p : parts)
+    xml += str_cat("<Part>",
+                   p.checksum_crc32.empty() ? "" : "<ChecksumCRC32>" + p.checksum_crc32 + "</ChecksumCRC32>",
+                   "<ETag>", xml_escape(p.etag), "</ETag><PartNumber>", p.number, "</PartNumber></Part>");
   xml += "</CompleteMultipartUpload>";
   Request r;
   r.op = "CompleteMultipartUpload";
@@ -701,7 +729,8 @@ std::shared_ptr<Client> default_client() {
   std::string fp =
       c.fingerprint() + "|" +
       std::to_string(std::hash<std::string>{}(c.credentials.secret_access_key + "\n" + c.credentials.session_token));
-  fp += str_cat("|", c.part_size, "|", c.parts_in_flight, "|", c.range_size, "|", c.ranges_in_flight);
+  fp += str_cat("|", c.part_size, "|", c.parts_in_flight, "|", c.range_size, "|", c.ranges_in_flight, "|", c.send_checksums,
+                "|", c.lease_s);
   std::lock_guard<std::mutex> lock(mu);
   if (!client || fp != fingerprint) {
     client = std::make_shared<Client>(std::move(c));

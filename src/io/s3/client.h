@@ -3,7 +3,9 @@
 // libcurl 7.88 signs the URL exactly as it is handed, so every request goes out canonical
 // (config.h: object_url, canonical_query); x-amz-content-sha256 and X-Amz-Security-Token are set
 // explicitly, so they are signed too. Request bodies come from memory, which makes every request
-// retryable as a whole.
+// retryable as a whole. Every PutObject and UploadPart carries x-amz-checksum-crc32 (the body's
+// CRC-32, computed by ISA-L at memory speed): a server that checks it refuses bytes altered on the
+// way (400 BadDigest) instead of storing them (Config::send_checksums turns this off).
 //
 // Failures. Transient ones are retried (Config: max_attempts, full-jitter exponential backoff,
 // a per-request deadline): connection refused/reset, DNS, timeouts (connect, stall), a body cut
@@ -74,6 +76,13 @@ struct ObjectInfo {
   std::string etag;
 };
 
+// A part uploaded: what CompleteMultipartUpload lists.
+struct CompletedPart {
+  int number = 0;
+  std::string etag;
+  std::string checksum_crc32;  // base64, as sent with the part; empty when checksums are off
+};
+
 struct UploadInfo {
   std::string key;
   std::string upload_id;
@@ -124,12 +133,14 @@ class Client {
                                std::vector<std::string>* prefixes = nullptr);
 
   // --- multipart uploads
+  // Declares CRC32 as the upload's checksum (x-amz-checksum-algorithm) unless checksums are off.
   std::string create_multipart(const Uri& uri);
-  // Returns the part's ETag.
-  std::string upload_part(const Uri& uri, const std::string& upload_id, int part_number, const void* data, size_t size);
-  // Parts in order: (number, etag). Returns false on 412 when `if_none_match` and the key exists.
-  bool complete_multipart(const Uri& uri, const std::string& upload_id,
-                          const std::vector<std::pair<int, std::string>>& parts, bool if_none_match = false);
+  // Sends the part with its CRC-32; returns its number, ETag and checksum for Complete.
+  CompletedPart upload_part(const Uri& uri, const std::string& upload_id, int part_number, const void* data,
+                            size_t size);
+  // Parts in order. Returns false on 412 when `if_none_match` and the key exists.
+  bool complete_multipart(const Uri& uri, const std::string& upload_id, const std::vector<CompletedPart>& parts,
+                          bool if_none_match = false);
   void abort_multipart(const Uri& uri, const std::string& upload_id);
   // Uploads in progress under `prefix` (ListMultipartUploads, every page).
   std::vector<UploadInfo> list_multipart(const std::string& bucket, const std::string& prefix);

@@ -239,6 +239,11 @@ Config config_from_environment(const GetEnv& getenv, const ReadFile& read_file) 
   if (parts) c.parts_in_flight = static_cast<size_t>(parts);
   if (range) c.range_size = static_cast<uint64_t>(range);
   if (ranges) c.ranges_in_flight = static_cast<size_t>(ranges);
+  const std::string checksum = lower(env("CKPT_S3_CHECKSUM"));
+  if (checksum == "none")
+    c.send_checksums = false;
+  else if (!checksum.empty() && checksum != "crc32")
+    fail(ErrorKind::kInvalidArgument, "CKPT_S3_CHECKSUM='", printable(checksum), "': expected crc32 or none");
   return c;
 }
 

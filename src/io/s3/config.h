@@ -71,8 +71,12 @@ struct Config {
   // Transfers.
   uint64_t part_size = uint64_t{16} << 20;  // CKPT_S3_PART_SIZE: multipart part (>= 5 MiB); smaller objects: one PUT
   size_t parts_in_flight = 4;               // CKPT_S3_PARTS_IN_FLIGHT: uploads at once (memory: parts x part size)
-  uint64_t range_size = uint64_t{8} << 20;  // CKPT_S3_RANGE_SIZE: piece of a parallel ranged GET
+  // A read is split into ranges_in_flight ranged GETs of at least range_size bytes each.
+  uint64_t range_size = uint64_t{8} << 20;  // CKPT_S3_RANGE_SIZE: smallest piece of a parallel ranged GET
   size_t ranges_in_flight = 8;              // CKPT_S3_RANGES_IN_FLIGHT: GETs at once per read
+  // Each upload (PUT, part) carries its CRC-32 for the server to verify (x-amz-checksum-crc32).
+  // CKPT_S3_CHECKSUM=none: for a server that refuses the header.
+  bool send_checksums = true;  // CKPT_S3_CHECKSUM=crc32|none
   // A run's writer lease (lease.h): it expires this long after its holder last renewed it.
   long lease_s = 60;  // CKPT_S3_LEASE_S
 

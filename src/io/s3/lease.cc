@@ -132,12 +132,15 @@ class Lease final : public FileLock {
              "so two writers raced)");
       }
       if (!back_etag.empty()) etag_ = back_etag;
+      probe_conditional_writes(text);
       expires_ = mine_.expires_unix;
       renewer_ = std::thread([this] { renew_loop(); });
       return;
     }
     fail(ErrorKind::kIO, uri_, ": could not take the lease: it changed hands 8 times while trying");
   }
+
+  std::string caveat() const override { return caveat_; }
 
   void check() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -148,6 +151,18 @@ class Lease final : public FileLock {
   }
 
  private:
+  // Step 3b: whether the server honours If-None-Match. The lease exists and is ours, so a create-
+  // only PUT of the same text must answer 412; a server that writes it instead ignores
+  // conditional headers (s3rver), and the one-writer rule then rests on the read-back alone.
+  void probe_conditional_writes(const std::string& text) {
+    std::string etag;
+    if (!client_->put(u_, text.data(), text.size(), /*if_none_match=*/true, &etag)) return;
+    if (!etag.empty()) etag_ = etag;
+    caveat_ = str_cat(uri_, ": the server ignores conditional writes (If-None-Match): one writer per run is ",
+                      "checked only by reading the lease back, so two writers starting at the same moment may ",
+                      "both proceed (doc/object-storage.md)");
+  }
+
   // Step 4.
   void renew_loop() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -196,6 +211,7 @@ class Lease final : public FileLock {
   std::string etag_;     // of our last write
   double expires_ = 0;   // of our last successful write
   std::string lost_;     // why the lease is no longer ours
+  std::string caveat_;   // set when the server ignores conditional writes
   std::thread renewer_;
 };
 

@@ -15,6 +15,8 @@
 //      and go back to 2.
 //   3. Read it back: our token must be there. This catches a server that ignores conditional
 //      headers (s3rver) when writers come one after another; it cannot catch two that race.
+//      Then a create-only PUT of the same text, which must answer 412: a server that writes it
+//      ignores conditional headers, and caveat() says so (the run warns once at open).
 //   4. A thread renews it every lease_s / 3 (PUT If-Match: our last ETag). A 412 or 404 means
 //      another writer took it over (we were paused or cut off past the expiry): the lease is
 //      lost, and check() — called by a run before its commit point — throws.

@@ -128,6 +128,7 @@ class ObjectWritableFile final : public WritableFile {
           client_->put(uri_, p.buffer ? p.buffer.get() : &kEmpty, static_cast<size_t>(end_), if_none_match_);
       if (!created) fail(ErrorKind::kIO, path_, ": not written: the key exists (created meanwhile by another writer)");
       closed_ = true;
+      acknowledged_ = end_;
       return;
     }
     // The last, partial part, then Complete.
@@ -135,20 +136,23 @@ class ObjectWritableFile final : public WritableFile {
     Part& lp = parts_[last];
     if (!lp.done && lp.filled > 0) {
       lock.unlock();
-      std::string etag = client_->upload_part(uri_, id, static_cast<int>(last + 1), lp.buffer.get(), lp.filled);
+      CompletedPart part = client_->upload_part(uri_, id, static_cast<int>(last + 1), lp.buffer.get(), lp.filled);
       lock.lock();
-      etags_[static_cast<int>(last + 1)] = etag;
+      etags_[part.number] = std::move(part);
       lp.done = true;
     }
-    std::vector<std::pair<int, std::string>> list(etags_.begin(), etags_.end());
+    std::vector<CompletedPart> list;
+    for (const auto& [number, part] : etags_) list.push_back(part);
     lock.unlock();
     const bool created = client_->complete_multipart(uri_, id, list, if_none_match_);
     lock.lock();
     if (!created) fail(ErrorKind::kIO, path_, ": not written: the key exists (created meanwhile by another writer)");
     closed_ = true;
+    acknowledged_ = end_;
   }
 
   uint64_t size() const override { return end_; }
+  uint64_t acknowledged() const override { return acknowledged_; }
   const std::string& path() const override { return path_; }
   void truncate(uint64_t size) override {
     if (size != end_)
@@ -178,10 +182,11 @@ class ObjectWritableFile final : public WritableFile {
   uint64_t end_ = 0;
   std::mutex create_mu_;
   std::string upload_id_;  // guarded by create_mu_
-  std::map<int, std::string> etags_;
+  std::map<int, CompletedPart> etags_;  // by part number
   std::deque<size_t> queue_;
   size_t in_flight_ = 0;
   std::exception_ptr error_;
+  std::atomic<uint64_t> acknowledged_{0};  // bytes of parts the server answered
   bool closed_ = false;
   bool stop_ = false;
   std::vector<std::thread> workers_;
@@ -236,11 +241,12 @@ class ObjectWritableFile final : public WritableFile {
           if (upload_id_.empty()) upload_id_ = client_->create_multipart(uri_);
           id = upload_id_;
         }
-        std::string etag = client_->upload_part(uri_, id, static_cast<int>(index + 1), data, n);
+        CompletedPart part = client_->upload_part(uri_, id, static_cast<int>(index + 1), data, n);
         std::lock_guard<std::mutex> lock(mu_);
-        etags_[static_cast<int>(index + 1)] = etag;
+        etags_[part.number] = std::move(part);
         parts_[index].done = true;
         parts_[index].buffer.reset();
+        acknowledged_ += n;
       } catch (...) {
         err = std::current_exception();
       }
@@ -382,8 +388,11 @@ class ObjectFile final : public MappedFile {
     size_t n;
   };
 
+  // One GET per thread for a large read (each GET costs the server a lookup, and some copy the
+  // whole object per range); never pieces below range_size.
   void split(std::byte* dst, uint64_t offset, uint64_t n, std::vector<Piece>* out) const {
-    const uint64_t piece = std::max<uint64_t>(client_->config().range_size, 64 << 10);
+    const uint64_t threads = std::max<size_t>(1, client_->config().ranges_in_flight);
+    const uint64_t piece = std::max<uint64_t>({client_->config().range_size, 64 << 10, (n + threads - 1) / threads});
     for (uint64_t done = 0; done < n;) {
       uint64_t k = std::min(piece, n - done);
       out->push_back(Piece{dst + done, offset + done, static_cast<size_t>(k)});
