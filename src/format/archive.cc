@@ -661,7 +661,15 @@ Value read_archive(io::Env* env, const std::string& path, const LoadOptions& opt
 Value read_archive(std::shared_ptr<io::MappedFile> file, const LoadOptions& options, VerifyReport* report) {
   const std::string path = file->path();
   try {
-    ArchiveReader reader(file, options, report);
+    LoadOptions o = options;
+    if (!o.mmap && file->prefers_whole_reads()) {
+      // An object store: an eager load needs every byte, so fetch the object in a few large
+      // ranged GETs (not one or two per record) into memory the tensors then view: the object
+      // is held once, not fetched and then copied. Every record's CRC is still checked.
+      file->prefetch({{0, file->size()}});
+      o.mmap = true;
+    }
+    ArchiveReader reader(file, o, report);
     Value root = reader.read();
     if (report) {
       std::unordered_map<const void*, bool> seen;

@@ -69,6 +69,10 @@ class MappedFile {
   virtual void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const {}
   // data() + offset, with [offset, offset + n) filled first where data() is fetched on demand.
   virtual std::byte* mutable_range(uint64_t offset, uint64_t n) const { return mutable_data() + offset; }
+  // Whether a reader that needs every record should fetch the whole file first, in a few large
+  // requests (an s3:// object: each request costs a round trip, some servers copy the object per
+  // request), and view those bytes rather than copy them again.
+  virtual bool prefers_whole_reads() const { return false; }
   // The fraction of [offset, offset+n) in the page cache (1 when unknown).
   virtual double resident_fraction(uint64_t offset, uint64_t n) const { return 1.0; }
   // Reads around the page cache (O_DIRECT) when possible, else like read_at. `offset`, `n` and

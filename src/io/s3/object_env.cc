@@ -304,6 +304,7 @@ class ObjectFile final : public MappedFile {
   }
 
   void prefetch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const override { ensure(ranges); }
+  bool prefers_whole_reads() const override { return true; }
 
   std::byte* mutable_range(uint64_t offset, uint64_t n) const override {
     check(offset, n);
