@@ -1,9 +1,12 @@
 """Python measurements: py_bench.py OP WORKLOAD PATH [--cold].
 
-Builds the same workloads as ckpt_bench.cc with torch 1.13 and times, in this process:
+Builds the same workloads as ckpt_bench.cc with torch 1.13 (plus gpt2:D, GPT-2-small's layout at
+width D instead of 768, for quick checks: gpt2:192 is 0.18 GB) and times, in this process:
   save / load                  torch.save (until os.fsync returns) / torch.load — the baselines
                                for bench/run_bench.py and bench/run_py_bench.py
-  ckpt_save / ckpt_load        the Python package: ckpt.save (durable) / ckpt.load
+  ckpt_save / ckpt_load        the Python package: ckpt.save (durable) / ckpt.load; PATH may be an
+                               s3://bucket/key (credentials and endpoint from AWS_*: see
+                               bench/run_s3_bench.py), then "bytes" is null
   ckpt_mmap                    ckpt.load(mmap=True): until the tensors are ready
   ckpt_cycles                  1000 ckpt.save + ckpt.load cycles of a small state: resident memory
                                after the first 10 and after all 1000
@@ -36,15 +39,15 @@ class Rss:
         return (status_kb("VmHWM:") - self.before) / 1024.0
 
 
-def gpt2():
-    shapes = [("wte.weight", (50257, 768)), ("wpe.weight", (1024, 768))]
+def gpt2(d=768):
+    shapes = [("wte.weight", (50257, d)), ("wpe.weight", (1024, d))]
     for l in range(12):
         h = f"h.{l}."
-        shapes += [(h + "ln_1.weight", (768,)), (h + "ln_1.bias", (768,)), (h + "attn.c_attn.weight", (768, 2304)),
-                   (h + "attn.c_attn.bias", (2304,)), (h + "attn.c_proj.weight", (768, 768)), (h + "attn.c_proj.bias", (768,)),
-                   (h + "ln_2.weight", (768,)), (h + "ln_2.bias", (768,)), (h + "mlp.c_fc.weight", (768, 3072)),
-                   (h + "mlp.c_fc.bias", (3072,)), (h + "mlp.c_proj.weight", (3072, 768)), (h + "mlp.c_proj.bias", (768,))]
-    shapes += [("ln_f.weight", (768,)), ("ln_f.bias", (768,))]
+        shapes += [(h + "ln_1.weight", (d,)), (h + "ln_1.bias", (d,)), (h + "attn.c_attn.weight", (d, 3 * d)),
+                   (h + "attn.c_attn.bias", (3 * d,)), (h + "attn.c_proj.weight", (d, d)), (h + "attn.c_proj.bias", (d,)),
+                   (h + "ln_2.weight", (d,)), (h + "ln_2.bias", (d,)), (h + "mlp.c_fc.weight", (d, 4 * d)),
+                   (h + "mlp.c_fc.bias", (4 * d,)), (h + "mlp.c_proj.weight", (4 * d, d)), (h + "mlp.c_proj.bias", (d,))]
+    shapes += [("ln_f.weight", (d,)), ("ln_f.bias", (d,))]
     model = collections.OrderedDict()
     state = {}
     for i, (name, shape) in enumerate(shapes):
@@ -64,6 +67,13 @@ def huge():
     return {"big": torch.empty(2 ** 32 + (200 << 20), dtype=torch.uint8).fill_(7), "small": torch.ones(3)}
 
 
+def build(workload):
+    """The state a workload names: gpt2, small, huge, or gpt2:D (GPT-2-small's layout at width D)."""
+    if workload.startswith("gpt2:"):
+        return gpt2(int(workload[5:]))
+    return {"gpt2": gpt2, "small": small, "huge": huge}[workload]()
+
+
 def drop_or_warm(path, cold):
     fd = os.open(path, os.O_RDONLY)
     if cold:
@@ -78,23 +88,25 @@ def drop_or_warm(path, cold):
 def main():
     op, workload, path = sys.argv[1:4]
     cold = "--cold" in sys.argv
+    s3 = path.startswith("s3://")
     torch.set_num_threads(2)
     size = 0
     extra = {}
     if op.startswith("ckpt_"):
         import ckpt
     if op == "ckpt_save":
-        obj = {"gpt2": gpt2, "small": small, "huge": huge}[workload]()
-        if os.path.exists(path):
+        obj = build(workload)
+        if not s3 and os.path.exists(path):
             os.unlink(path)
         rss = Rss()
         t = time.perf_counter()
-        ckpt.save(obj, path)  # durable: returns after fsync of the file and its directory
+        ckpt.save(obj, path)  # durable: returns after fsync of the file and its directory (S3: the upload completed)
         seconds = time.perf_counter() - t
-        size = os.path.getsize(path)
+        size = None if s3 else os.path.getsize(path)
     elif op in ("ckpt_load", "ckpt_mmap"):
-        size = os.path.getsize(path)
-        drop_or_warm(path, cold)
+        size = None if s3 else os.path.getsize(path)
+        if not s3:
+            drop_or_warm(path, cold)
         rss = Rss()
         t = time.perf_counter()
         obj = ckpt.load(path, mmap=op == "ckpt_mmap", verify=op == "ckpt_load")
@@ -112,7 +124,7 @@ def main():
         extra["rss_after_1000_mb"] = status_kb("VmRSS:") / 1024.0
         size = os.path.getsize(path)
     elif op == "save":
-        obj = {"gpt2": gpt2, "small": small, "huge": huge}[workload]()
+        obj = build(workload)
         if os.path.exists(path):
             os.unlink(path)
         rss = Rss()
