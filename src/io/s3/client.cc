@@ -348,9 +348,10 @@ Response Client::perform(const Request& req) {
     if (!has_hash) add("x-amz-content-sha256: UNSIGNED-PAYLOAD");
     if (!config_.credentials.session_token.empty()) add("X-Amz-Security-Token: " + config_.credentials.session_token);
     // No "Expect:" line to suppress 100-continue: libcurl would sign it as a header ("expect:")
-    // without sending it, and every server would compute another signature. A server that
-    // ignores Expect costs at most this wait per upload.
-    curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 300L);
+    // without sending it, and every server would compute another signature. Instead the body
+    // follows the header at once: waiting for a "100 Continue" that servers like moto never send
+    // cost this wait on every part (libcurl's default is 1 s).
+    curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L);
     bool has_type = false;
     for (const auto& [k, v] : req.headers) {
       add(k + ": " + v);
