@@ -4,15 +4,23 @@ MotoServer starts `python -m moto.server` (moto 5.2.1 ships in the machine image
 on a free port and stops it after; every wait is bounded, and a moto that cannot start is an
 error with the reason, never a skip.
 
+S3rverServer does the same with npm's s3rver 3.7.1 (scripts/install-s3rver.sh puts it in
+build/s3rver), the pessimistic server: a killed PUT leaves a truncated object, a killed overwrite
+destroys the old one, conditional writes are ignored, uploads can be neither listed nor aborted
+(doc/object-storage.md, "Testing"). Both have `port`, `endpoint`, `key_id`, `secret`, `name`
+and `stop()`.
+
 FaultProxy sits between ckpt and the server on 127.0.0.1 and applies rules to matching requests:
 answer 503 or 500 itself, reset the connection, stall, cut a response body short, or flip one
 byte of it. It also counts requests and response bytes, so a test can see what went over the wire.
 """
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -25,7 +33,37 @@ def free_port():
     return port
 
 
+def _wait_for_port(server, proc, what):
+    """Until `proc` accepts connections on server.port: 30 s at most, and an error naming `what`."""
+    deadline = time.time() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before answering")
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                server.stop()
+                raise RuntimeError(f"{what} did not answer on port {server.port} within 30 s")
+            time.sleep(0.1)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class MotoServer:
+    name = "moto"
+    # moto checks no signature by default (S3Auth turns its checker on): any key pair will do.
+    key_id, secret = "AKIDCKPTTEST", "secret/with+chars"
+
     def __init__(self, env=None):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -37,28 +75,56 @@ class MotoServer:
         self.log = open(os.devnull, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.time() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode} before answering")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto_server did not answer on port {self.port} within 30 s")
-                time.sleep(0.1)
+        _wait_for_port(self, self.proc, "moto_server")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        _stop(self.proc)
         self.log.close()
+
+
+class S3rverServer:
+    """s3rver 3.7.1 on Node, its objects in a temporary directory (`data_dir`, removed by stop()).
+
+    Found in $S3RVER_DIR, else <repo>/build/s3rver; started by s3rver/serve.js, which is its
+    bin/s3rver.js plus a fix for CopyObject from keys with '=' (see there). Node runs with
+    --openssl-legacy-provider: s3rver's ListObjectsV2 continuation tokens use DES, which Node 20's
+    OpenSSL 3 has only there (without it a paginated listing is a 500). It takes one key id,
+    S3RVER, and checks no SigV4 signature."""
+    name = "s3rver"
+    key_id, secret = "S3RVER", "S3RVER"
+
+    def __init__(self):
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        home = os.environ.get("S3RVER_DIR") or os.path.join(repo, "build", "s3rver")
+        script = os.path.join(home, "node_modules", "s3rver", "bin", "s3rver.js")
+        if not os.path.isfile(script):
+            raise RuntimeError(f"s3rver is not installed: no {script} (run scripts/install-s3rver.sh)")
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("no `node` on PATH to run s3rver (scripts/setup.sh installs nodejs)")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tempfile.mkdtemp(prefix="ckpt-s3rver-")
+        self.log = tempfile.TemporaryFile()
+        env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
+        serve = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3rver", "serve.js")
+        self.proc = subprocess.Popen([node, serve, home, "127.0.0.1", str(self.port), self.data_dir],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_for_port(self, self.proc, "s3rver")
+        except RuntimeError as e:
+            self.log.seek(0)
+            raise RuntimeError(f"{e}: {self.log.read()[-2000:].decode(errors='replace')}") from None
+
+    def uploads_dir(self, bucket):
+        """Where s3rver keeps a bucket's unfinished multipart uploads, one folder each (it has no
+        ListMultipartUploads: lib/stores/filesystem.js, `._S3rver_uploads/<uploadId>/`)."""
+        return os.path.join(self.data_dir, bucket, "._S3rver_uploads")
+
+    def stop(self):
+        _stop(self.proc)
+        self.log.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _read_message(sock, buf, is_response=False, head_request=False):

@@ -20,11 +20,11 @@ from s3_servers import FaultProxy, MotoServer
 
 CKPT = os.environ.get("CKPT_BIN", "ckpt")
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "pytorch", "torch-1.13")
-KEY_ID, SECRET = "AKIDCKPTTEST", "secret/with+chars"
+KEY_ID, SECRET = MotoServer.key_id, MotoServer.secret
 
 
-def boto(endpoint):
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+def boto(endpoint, key_id=KEY_ID, secret=SECRET):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
                         region_name="us-east-1", config=BotoConfig(retries={"max_attempts": 1}))
 
 
@@ -45,24 +45,28 @@ def make_safetensors(path, mib):
 
 
 class S3Base(unittest.TestCase):
-    """One moto server per class; each test gets its own bucket."""
+    """One server per class (`server_class`: moto unless a subclass says otherwise, see
+    test_s3rver.py), with its credentials; each test gets its own bucket."""
     proxy = False
+    server_class = MotoServer
 
     @classmethod
     def setUpClass(cls):
-        cls.moto = MotoServer()
-        cls.fault = FaultProxy(cls.moto.port) if cls.proxy else None
+        cls.server = cls.server_class()
+        cls.key_id = getattr(cls.server, "key_id", KEY_ID)
+        cls.secret = getattr(cls.server, "secret", SECRET)
+        cls.fault = FaultProxy(cls.server.port) if cls.proxy else None
         cls.tmp = tempfile.mkdtemp(prefix="ckpt-s3-")
 
     @classmethod
     def tearDownClass(cls):
         if cls.fault:
             cls.fault.stop()
-        cls.moto.stop()
+        cls.server.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def setUp(self):
-        self.s3 = boto(self.moto.endpoint)
+        self.s3 = boto(self.server.endpoint, self.key_id, self.secret)
         self.bucket = "ckpt-" + self.id().split(".")[-1].replace("_", "-").lower()[:40].rstrip("-")
         self.s3.create_bucket(Bucket=self.bucket)
         if self.fault:
@@ -73,8 +77,8 @@ class S3Base(unittest.TestCase):
         for k in list(e):
             if k.startswith("AWS_") or k.startswith("CKPT_S3_"):
                 del e[k]
-        e.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1",
-                 AWS_ENDPOINT_URL=(self.fault or self.moto).endpoint, HOME=self.tmp,
+        e.update(AWS_ACCESS_KEY_ID=self.key_id, AWS_SECRET_ACCESS_KEY=self.secret, AWS_REGION="us-east-1",
+                 AWS_ENDPOINT_URL=(self.fault or self.server).endpoint, HOME=self.tmp,
                  CKPT_S3_RETRY_BASE_MS="10", CKPT_S3_CONNECT_TIMEOUT_MS="2000", CKPT_S3_STALL_TIMEOUT_S="5")
         e.update({k: str(v) for k, v in extra.items()})
         return e
@@ -107,7 +111,7 @@ class S3Base(unittest.TestCase):
         self.assertEqual(len(lines), 1, r.stderr)
         for n in needles:
             self.assertIn(n, lines[0])
-        self.assertNotIn(SECRET, r.stderr)
+        self.assertNotIn(self.secret, r.stderr)
 
 
 class S3RoundTrip(S3Base):
