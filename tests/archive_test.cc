@@ -81,6 +81,41 @@ TEST(Archive, RoundTripEagerAndMapped) {
   }
 }
 
+// An upload announces the archive's size before its first byte (one streamed PUT to object
+// storage): zip::archive_size must be exact for every shape of checkpoint.
+class SizeRecordingEnv : public io::EnvWrapper {
+ public:
+  using io::EnvWrapper::EnvWrapper;
+  std::vector<uint64_t> announced;
+  std::unique_ptr<io::WritableFile> new_writable_file(const std::string& path, bool direct) override {
+    return std::make_unique<File>(target()->new_writable_file(path, direct), this);
+  }
+
+ private:
+  struct File : io::WritableFileWrapper {
+    File(std::unique_ptr<io::WritableFile> f, SizeRecordingEnv* env) : WritableFileWrapper(std::move(f)), env(env) {}
+    void expect_size(uint64_t n) override { env->announced.push_back(n); }
+    SizeRecordingEnv* env;
+  };
+};
+
+TEST(Archive, AnnouncedSizeIsExact) {
+  TempDir dir;
+  SizeRecordingEnv env(io::Env::Default());
+  Value many = Value::new_dict();
+  for (int i = 0; i < 300; ++i)  // offsets cross every alignment residue; names of 1 to 3 digits
+    many.dict().set(i, tensor(filled_storage(DType::kUInt8, static_cast<size_t>(i * 13 % 97), 1), {i * 13 % 97}, {1}));
+  int n = 0;
+  for (const Value& v : {sample_checkpoint(), sample_checkpoint(1 << 20), many, Value(3)}) {
+    const std::string path = dir.file("c" + std::to_string(n++) + ".pt");
+    SaveOptions o;
+    o.env = &env;
+    save(v, path, o);
+    ASSERT_EQ(env.announced.size(), static_cast<size_t>(n));
+    EXPECT_EQ(env.announced.back(), std::filesystem::file_size(path)) << path;
+  }
+}
+
 TEST(Archive, LayoutMatchesPyTorch) {
   TempDir dir;
   save(sample_checkpoint(), dir.file("my.model.pt"));

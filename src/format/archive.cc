@@ -726,13 +726,19 @@ SavedFile write_prepared(io::Env* env, const PreparedArchive& archive, const std
   const bool direct = options.durable && total >= kDirectIoThreshold;
   if (options.check_free_space) check_free_space(env, archive, path);
   io::AtomicFile out(env, path, direct, options.create_only);
+  std::vector<std::pair<std::string, uint64_t>> records = {{prefix + "data.pkl", archive.pickle.size()},
+                                                            {prefix + "byteorder", 6}};
+  for (size_t i = 0; i < archive.storages.size(); ++i)
+    records.emplace_back(prefix + "data/" + std::to_string(i), archive.storages[i]->nbytes());
+  records.emplace_back(prefix + "version", 2);
+  out.file().expect_size(zip::archive_size(records));
   zip::Writer zw(&out.file());
   if (options.progress) zw.set_progress(options.progress, total + archive.pickle.size());
-  zw.add(prefix + "data.pkl", archive.pickle.data(), archive.pickle.size());
-  zw.add(prefix + "byteorder", "little", 6);
+  zw.add(records[0].first, archive.pickle.data(), archive.pickle.size());
+  zw.add(records[1].first, "little", 6);
   for (size_t i = 0; i < archive.storages.size(); ++i)
-    zw.add(prefix + "data/" + std::to_string(i), archive.storages[i]->data(), archive.storages[i]->nbytes());
-  zw.add(prefix + "version", "3\n", 2);
+    zw.add(records[2 + i].first, archive.storages[i]->data(), archive.storages[i]->nbytes());
+  zw.add(records.back().first, "3\n", 2);
   zw.finish();
   SavedFile result{path, zw.bytes_written(), zw.content_crc()};
   if (sync_dir)

@@ -59,6 +59,10 @@ void read_entry(const std::byte* file, uint64_t file_size, const Entry& e, std::
 // The run manager's index records it, so a file swapped for another is noticed.
 uint32_t content_crc(const std::vector<Entry>& entries);
 
+// The exact size of the archive Writer writes for these records (name, size), in this order,
+// followed by finish(): what an upload must announce before its first byte.
+uint64_t archive_size(const std::vector<std::pair<std::string, uint64_t>>& records);
+
 class Writer {
  public:
   explicit Writer(io::WritableFile* file);

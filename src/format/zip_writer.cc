@@ -11,6 +11,55 @@ constexpr uint64_t kAlignment = 64;
 constexpr uint64_t k32 = 0xFFFFFFFF;
 }  // namespace
 
+namespace {
+
+// A local header's extra field: ZIP64 sizes and offset where needed, then PyTorch's "FB" block
+// padding the record's data to kAlignment.
+std::string local_extra(size_t name_size, uint64_t size, uint64_t cursor) {
+  const bool zip64 = size >= k32 || cursor >= k32;
+  uint64_t start = cursor + 30 + name_size + 4;
+  std::string extra;
+  if (zip64) {
+    uint16_t len = (size >= k32 ? 16 : 0) + (cursor >= k32 ? 8 : 0);
+    put_le16(extra, 0x0001);
+    put_le16(extra, len);
+    if (size >= k32) {
+      put_le64(extra, size);
+      put_le64(extra, 0);  // compressed size: PyTorch writes 0 here
+    }
+    if (cursor >= k32) put_le64(extra, cursor);
+    start += 4 + len;
+  }
+  uint64_t pad = (kAlignment - start % kAlignment) % kAlignment;
+  put_le16(extra, 0x4246);  // "FB": PyTorch's alignment padding block
+  put_le16(extra, static_cast<uint16_t>(pad));
+  extra.append(static_cast<size_t>(pad), 'Z');
+  return extra;
+}
+
+uint64_t descriptor_size(uint64_t size, uint64_t cursor) {
+  if (size == 0) return 0;
+  return size >= k32 || cursor >= k32 ? 24 : 16;
+}
+
+uint64_t central_entry_size(size_t name_size, uint64_t size, uint64_t header_offset) {
+  const bool big = size >= k32, far = header_offset >= k32;
+  return 46 + name_size + (big || far ? 4 + (big ? 16 : 0) + (far ? 8 : 0) : 0);
+}
+
+constexpr uint64_t kTailSize = 56 + 20 + 22;  // ZIP64 end record, its locator, end record
+
+}  // namespace
+
+uint64_t archive_size(const std::vector<std::pair<std::string, uint64_t>>& records) {
+  uint64_t cursor = 0, directory = 0;
+  for (const auto& [name, size] : records) {
+    directory += central_entry_size(name.size(), size, cursor);
+    cursor += 30 + name.size() + local_extra(name.size(), size, cursor).size() + size + descriptor_size(size, cursor);
+  }
+  return cursor + directory + kTailSize;
+}
+
 Writer::Writer(io::WritableFile* file) : file_(file), stream_(file) {}
 
 void Writer::emit(const void* data, size_t n, uint32_t* crc) {
@@ -57,23 +106,7 @@ void Writer::add(const std::string& name, const void* data, uint64_t size) {
   put_le32(h, 0);                           // crc (in the descriptor)
   put_le32(h, 0);                           // compressed size
   put_le32(h, 0);                           // size
-  uint64_t start = cursor + 30 + name.size() + 4;
-  std::string extra;
-  if (zip64) {
-    uint16_t len = (size >= k32 ? 16 : 0) + (cursor >= k32 ? 8 : 0);
-    put_le16(extra, 0x0001);
-    put_le16(extra, len);
-    if (size >= k32) {
-      put_le64(extra, size);
-      put_le64(extra, 0);  // compressed size: PyTorch writes 0 here
-    }
-    if (cursor >= k32) put_le64(extra, cursor);
-    start += 4 + len;
-  }
-  uint64_t pad = (kAlignment - start % kAlignment) % kAlignment;
-  put_le16(extra, 0x4246);  // "FB": PyTorch's alignment padding block
-  put_le16(extra, static_cast<uint16_t>(pad));
-  extra.append(static_cast<size_t>(pad), 'Z');
+  const std::string extra = local_extra(name.size(), size, cursor);
   put_le16(h, static_cast<uint16_t>(name.size()));
   put_le16(h, static_cast<uint16_t>(extra.size()));
   h += name;

@@ -31,6 +31,9 @@ class WritableFile {
   // answered; for a file, whatever was written (no separate count: the maximum). Progress
   // reports never run ahead of it. Safe to call while other threads write.
   virtual uint64_t acknowledged() const { return UINT64_MAX; }
+  // The file will be exactly `n` bytes: an object upload may then go as one streamed PUT
+  // (Content-Length known up front) instead of parts. Writing another size then fails at close.
+  virtual void expect_size(uint64_t n) {}
 };
 
 // Forwards every call to another WritableFile: the files of test Envs derive from it and
@@ -47,6 +50,7 @@ class WritableFileWrapper : public WritableFile {
   void truncate(uint64_t size) override { target_->truncate(size); }
   size_t direct_alignment() const override { return target_->direct_alignment(); }
   uint64_t acknowledged() const override { return target_->acknowledged(); }
+  void expect_size(uint64_t n) override { target_->expect_size(n); }
 
  private:
   std::unique_ptr<WritableFile> target_;

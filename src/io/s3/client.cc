@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <thread>
 
@@ -149,6 +150,7 @@ struct Transfer {
   const Request* req = nullptr;
   // request body
   size_t sent = 0;
+  std::exception_ptr source_error;  // thrown by Request::body_source
   // response
   long status = 0;
   std::map<std::string, std::string> headers;
@@ -165,7 +167,16 @@ size_t on_read(char* buf, size_t size, size_t nitems, void* user) {
   size_t room = size * nitems;
   size_t left = t->req->body_size - t->sent;
   size_t n = std::min(room, left);
-  if (n) std::memcpy(buf, static_cast<const char*>(t->req->body) + t->sent, n);
+  if (t->req->body_source) {
+    try {
+      n = n ? t->req->body_source(buf, n) : 0;
+    } catch (...) {
+      t->source_error = std::current_exception();
+      return CURL_READFUNC_ABORT;
+    }
+  } else if (n) {
+    std::memcpy(buf, static_cast<const char*>(t->req->body) + t->sent, n);
+  }
   t->sent += n;
   t->stats->bytes_sent += n;
   return n;
@@ -173,6 +184,7 @@ size_t on_read(char* buf, size_t size, size_t nitems, void* user) {
 
 int on_seek(void* user, curl_off_t offset, int origin) {
   auto* t = static_cast<Transfer*>(user);
+  if (t->req->body_source) return offset == static_cast<curl_off_t>(t->sent) ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_CANTSEEK;
   if (origin != SEEK_SET || offset < 0 || static_cast<size_t>(offset) > t->req->body_size) return CURL_SEEKFUNC_FAIL;
   t->sent = static_cast<size_t>(offset);
   return CURL_SEEKFUNC_OK;
@@ -392,6 +404,7 @@ Response Client::perform(const Request& req) {
     curl_easy_setopt(h, CURLOPT_SHARE, nullptr);
     give_handle(h);
 
+    if (t.source_error) std::rethrow_exception(t.source_error);
     bool retry = false;
     std::string failure;
     ErrorKind kind = ErrorKind::kIO;
@@ -451,7 +464,7 @@ Response Client::perform(const Request& req) {
     const long cap = std::min<long>(config_.retry_cap_ms, config_.retry_base_ms << std::min(attempt - 1, 20));
     const auto sleep =
         std::chrono::milliseconds(cap > 0 ? static_cast<long>(std::uniform_int_distribution<long>(0, cap)(rng)) : 0);
-    if (attempt >= config_.max_attempts || Clock::now() + sleep > deadline)
+    if (attempt >= config_.max_attempts || Clock::now() + sleep > deadline || req.body_source)
       fail(kind, what, ": ", failure, " after ", attempt, attempt == 1 ? " attempt" : " attempts", " in ",
            seconds_text(Clock::now() - start));
     ++stats_.retries;
@@ -524,6 +537,23 @@ bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_mat
   if (resp.status == 412) return false;
   if (etag) *etag = resp.header("etag");
   return true;
+}
+
+bool Client::put_streamed(const Uri& uri, uint64_t size, std::function<size_t(char*, size_t)> source,
+                          bool if_none_match) {
+  Request r;
+  r.op = "PutObject";
+  r.method = "PUT";
+  r.bucket = uri.bucket;
+  r.key = uri.key;
+  r.body_size = static_cast<size_t>(size);
+  r.has_body = true;
+  r.body_source = std::move(source);
+  if (if_none_match) {
+    r.headers.emplace_back("If-None-Match", "*");
+    r.accept = {412};
+  }
+  return perform(r).status != 412;
 }
 
 void Client::get_range(const Uri& uri, uint64_t offset, size_t n, void* dst, const std::string& etag) {
@@ -731,7 +761,7 @@ std::shared_ptr<Client> default_client() {
       c.fingerprint() + "|" +
       std::to_string(std::hash<std::string>{}(c.credentials.secret_access_key + "\n" + c.credentials.session_token));
   fp += str_cat("|", c.part_size, "|", c.parts_in_flight, "|", c.range_size, "|", c.ranges_in_flight, "|", c.send_checksums,
-                "|", c.lease_s);
+                "|", c.lease_s, "|", c.put_threshold);
   std::lock_guard<std::mutex> lock(mu);
   if (!client || fp != fingerprint) {
     client = std::make_shared<Client>(std::move(c));

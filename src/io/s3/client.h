@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,10 @@ struct Request {
   const void* body = nullptr;
   size_t body_size = 0;
   bool has_body = false;
+  // A PUT body produced while it is sent (body_size bytes in all): fills up to n bytes at `dst`
+  // and returns how many, blocking until it has some; 0 only at the end, a throw to abort. A
+  // streamed body cannot be sent twice, so such a request gets one attempt.
+  std::function<size_t(char* dst, size_t n)> body_source;
   // Where a GET's body goes: into `dst` (exactly dst_size bytes expected; more is an error, fewer
   // is retried as a cut-short body) or, when dst is null, into Response::body (at most
   // max_body bytes).
@@ -112,6 +117,11 @@ class Client {
   // PUT of `size` bytes with Content-Length. `if_none_match`: only when the key does not exist
   // (If-None-Match: *); returns false on 412 (the key exists) instead of throwing.
   bool put(const Uri& uri, const void* data, size_t size, bool if_none_match = false, std::string* etag = nullptr);
+  // One PUT of exactly `size` bytes pulled from `source` while they are sent (Request::
+  // body_source): no retry, no checksum header (the CRC is known only at the end). Returns false
+  // on 412 when `if_none_match` and the key exists.
+  bool put_streamed(const Uri& uri, uint64_t size, std::function<size_t(char*, size_t)> source,
+                    bool if_none_match = false);
   // GET of [offset, offset+n) into dst, checked against Content-Range; `etag` (when not empty)
   // pins the version (If-Match): an object replaced meanwhile fails with HTTP 412.
   void get_range(const Uri& uri, uint64_t offset, size_t n, void* dst, const std::string& etag = "");

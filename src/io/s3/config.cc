@@ -235,6 +235,9 @@ Config config_from_environment(const GetEnv& getenv, const ReadFile& read_file) 
   number("CKPT_S3_PARTS_IN_FLIGHT", 1, 256, &parts);
   number("CKPT_S3_RANGE_SIZE", 64L << 10, 5L << 30, &range);
   number("CKPT_S3_RANGES_IN_FLIGHT", 1, 256, &ranges);
+  long put_threshold = 0;
+  number("CKPT_S3_PUT_THRESHOLD", 0, 5L << 30, &put_threshold);
+  c.put_threshold = static_cast<uint64_t>(put_threshold);
   if (part) c.part_size = static_cast<uint64_t>(part);
   if (parts) c.parts_in_flight = static_cast<size_t>(parts);
   if (range) c.range_size = static_cast<uint64_t>(range);

@@ -70,6 +70,11 @@ struct Config {
   long request_deadline_s = 600;  // CKPT_S3_REQUEST_DEADLINE_S: no retry starts after this (per request)
   // Transfers.
   uint64_t part_size = uint64_t{16} << 20;  // CKPT_S3_PART_SIZE: multipart part (>= 5 MiB); smaller objects: one PUT
+  // A save whose size is known up front (ckpt::save knows it) and at most this many bytes goes as
+  // ONE streamed PUT rather than parts: faster on servers whose CompleteMultipartUpload rewrites
+  // the object (s3rver), but a failure cannot be retried part by part and no upload checksum can
+  // be sent (the CRC is known only at the end). 0: never (the default, right for AWS).
+  uint64_t put_threshold = 0;  // CKPT_S3_PUT_THRESHOLD, at most 5 GiB
   size_t parts_in_flight = 4;               // CKPT_S3_PARTS_IN_FLIGHT: uploads at once (memory: parts x part size)
   // A read is split into ranges_in_flight ranged GETs of at least range_size bytes each.
   uint64_t range_size = uint64_t{8} << 20;  // CKPT_S3_RANGE_SIZE: smallest piece of a parallel ranged GET

@@ -83,6 +83,15 @@ class ObjectWritableFile final : public WritableFile {
 
   void append(const void* data, size_t n) override { write_at(end_, data, n); }
 
+  // Known size, over one part and within put_threshold: one streamed PUT instead of parts.
+  void expect_size(uint64_t n) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t threshold = client_->config().put_threshold;
+    if (end_ != 0 || !parts_.empty() || n <= base_part_ || n > threshold) return;
+    streamed_ = true;
+    expected_ = n;
+  }
+
   void write_at(uint64_t offset, const void* data, size_t n) override {
     const char* src = static_cast<const char*>(data);
     while (n > 0) {
@@ -93,6 +102,9 @@ class ObjectWritableFile final : public WritableFile {
         std::unique_lock<std::mutex> lock(mu_);
         if (error_) std::rethrow_exception(error_);
         if (closed_) fail(ErrorKind::kInvalidArgument, path_, ": write after close");
+        if (streamed_ && offset + n > expected_)
+          fail(ErrorKind::kInvalidArgument, path_, ": a write ends at byte ", offset + n, ", past the ", expected_,
+               " announced for its streamed upload");
         index = part_of(offset);
         Part& p = parts_[index];
         if (p.done || p.dispatched)
@@ -135,6 +147,7 @@ class ObjectWritableFile final : public WritableFile {
   void close() override {
     std::unique_lock<std::mutex> lock(mu_);
     if (closed_) return;
+    if (streamed_) return close_streamed(lock);
     // Dispatch what is full, wait for every upload.
     for (;;) {
       bool any = false;
@@ -223,6 +236,13 @@ class ObjectWritableFile final : public WritableFile {
   bool closed_ = false;
   bool stop_ = false;
   std::vector<std::thread> workers_;
+  // The streamed PUT (expect_size).
+  bool streamed_ = false;
+  uint64_t expected_ = 0;
+  size_t next_send_ = 0;     // the part the PUT is sending
+  uint64_t sent_in_part_ = 0;
+  bool stream_done_ = false;
+  std::thread stream_thread_;
 
   // Part sizes double every 1000 parts (capped at 5 GiB), so 10,000 parts reach far beyond any
   // checkpoint without knowing the size up front.
@@ -244,6 +264,15 @@ class ObjectWritableFile final : public WritableFile {
   // Called with the lock held; waits for a free upload slot (the memory bound).
   void dispatch(std::unique_lock<std::mutex>& lock, size_t index) {
     parts_[index].dispatched = true;
+    if (streamed_) {
+      // The PUT sends parts in order: a part waits while it is parts_in_flight or more ahead of
+      // the one being sent (the one being sent never waits, so the stream cannot stall).
+      cv_.wait(lock, [&] { return index < next_send_ + max_in_flight_ || error_ || stop_; });
+      if (error_) std::rethrow_exception(error_);
+      if (!stream_thread_.joinable()) stream_thread_ = std::thread([this] { stream(); });
+      cv_.notify_all();
+      return;
+    }
     cv_.wait(lock, [&] { return in_flight_ < max_in_flight_ || error_ || stop_; });
     if (error_) std::rethrow_exception(error_);
     ++in_flight_;
@@ -305,6 +334,67 @@ class ObjectWritableFile final : public WritableFile {
     cv_.notify_all();
     for (auto& t : workers_)
       if (t.joinable()) t.join();
+    if (stream_thread_.joinable()) stream_thread_.join();
+  }
+
+  // --- the streamed PUT (expect_size)
+  void close_streamed(std::unique_lock<std::mutex>& lock) {
+    if (error_) std::rethrow_exception(error_);
+    uint64_t written = 0;
+    for (auto& [i, q] : parts_) written += q.done ? std::min(starts_[i + 1], expected_) - starts_[i] : q.filled;
+    if (end_ != expected_ || written != end_)
+      fail(ErrorKind::kIO, path_, ": ", written, " bytes written of the ", expected_,
+           " announced for its streamed upload; nothing was published");
+    for (auto& [i, q] : parts_)
+      if (!q.dispatched && !q.done) dispatch(lock, i);
+    cv_.wait(lock, [&] { return stream_done_; });
+    if (error_) std::rethrow_exception(error_);
+    closed_ = true;
+    acknowledged_ = end_;
+  }
+
+  void stream() {
+    std::exception_ptr err;
+    try {
+      const bool created = client_->put_streamed(
+          uri_, expected_, [this](char* dst, size_t n) { return source(dst, n); }, if_none_match_);
+      if (!created) fail(ErrorKind::kIO, path_, ": not written: the key exists (created meanwhile by another writer)");
+    } catch (...) {
+      err = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (err && !error_) error_ = err;
+      stream_done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // The PUT's body: the parts in order, each released once sent. Progress counts bytes sent.
+  size_t source(char* dst, size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      auto it = parts_.find(next_send_);
+      return stop_ || (it != parts_.end() && it->second.dispatched);
+    });
+    if (stop_) fail(ErrorKind::kIO, path_, ": upload abandoned");
+    Part& p = parts_[next_send_];
+    const uint64_t size = std::min(starts_[next_send_ + 1], expected_) - starts_[next_send_];
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, size - sent_in_part_));
+    const char* src = p.buffer.get() + sent_in_part_;
+    lock.unlock();
+    std::memcpy(dst, src, k);
+    lock.lock();
+    sent_in_part_ += k;
+    acknowledged_ += k;
+    if (sent_in_part_ == size) {
+      p.buffer.reset();
+      p.done = true;
+      ++next_send_;
+      sent_in_part_ = 0;
+      cv_.notify_all();
+    }
+    return k;
   }
 };
 
