@@ -157,6 +157,7 @@ class FaultProxy:
         self.rules = []
         self.lock = threading.Lock()
         self.requests = []  # (request line, response body bytes)
+        self.sent = []  # (request head, request body): what the client sent
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -174,6 +175,7 @@ class FaultProxy:
         with self.lock:
             self.rules = []
             self.requests = []
+            self.sent = []
 
     def bytes_out(self):
         with self.lock:
@@ -214,6 +216,8 @@ class FaultProxy:
                     return
                 head, body, buf = msg
                 line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                with self.lock:
+                    self.sent.append((head.decode("latin-1"), body))
                 # 100-continue is the proxy's to answer: the body is read whole before forwarding.
                 head = re.sub(rb"\r\nexpect: *100-continue", b"", head, flags=re.I)
                 action = self._rule_for(line)

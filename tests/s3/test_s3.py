@@ -4,14 +4,17 @@ Run by ctest as interop.S3* with the pyenv Python that has moto and boto3 (CKPT_
 boto3 is the independent client: what ckpt writes must be the bytes a local save writes, and
 ckpt must read what boto3 uploaded. Nothing is skipped: a moto that cannot start fails the suite.
 """
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import zlib
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -312,6 +315,77 @@ class S3Faults(S3Base):
                       CKPT_S3_MAX_ATTEMPTS=2)
         self.assertLess(time.time() - t0, 15)
         self.assert_one_line_error(r, "timed out")
+
+    def test_uploads_carry_their_length_and_crc32(self):
+        """What AWS would check and the local servers do not: every PUT has Content-Length (never
+        chunked) and x-amz-checksum-crc32 of its body; the upload declares CRC32 and Complete lists
+        each part's checksum."""
+        self.make_checkpoint(self.local("c.pt"), 12)
+        self.ckpt("convert", self.local("c.pt"), f"s3://{self.bucket}/c.pt", CKPT_S3_PART_SIZE=5 << 20)
+        self.ckpt("convert", self.golden(), f"s3://{self.bucket}/small.pt")
+
+        def header(head, name):
+            m = re.search(r"\r\n" + name + r": *([^\r]*)", head, re.I)
+            return m.group(1) if m else None
+
+        def crc(body):
+            return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+        puts = [(h, b) for h, b in self.fault.sent if h.startswith("PUT ")]
+        self.assertEqual(len(puts), 4)  # 3 parts of c.pt, one PUT of small.pt
+        part_sums = {}
+        for head, body in puts:
+            self.assertEqual(header(head, "Content-Length"), str(len(body)))
+            self.assertIsNone(header(head, "Transfer-Encoding"))
+            self.assertEqual(header(head, "x-amz-checksum-crc32"), crc(body), head.splitlines()[0])
+            m = re.search(r"partNumber=(\d+)", head)
+            if m:
+                part_sums[int(m.group(1))] = crc(body)
+        self.assertEqual(sorted(part_sums), [1, 2, 3])
+        create = [h for h, _ in self.fault.sent if h.startswith("POST ") and "uploads=" in h.splitlines()[0]]
+        self.assertEqual([header(h, "x-amz-checksum-algorithm") for h in create], ["CRC32"])
+        complete = [b.decode() for h, b in self.fault.sent if h.startswith("POST ") and "uploadId=" in h.splitlines()[0]]
+        self.assertEqual(len(complete), 1)
+        listed = dict((int(n), c) for c, n in re.findall(
+            r"<ChecksumCRC32>([^<]*)</ChecksumCRC32><ETag>[^<]*</ETag><PartNumber>(\d+)</PartNumber>", complete[0]))
+        self.assertEqual(listed, part_sums)
+        with open(self.local("c.pt"), "rb") as f:
+            self.assertEqual(self.get_bytes("c.pt"), f.read())
+
+    def test_a_streamed_put_is_one_request_and_fails_cleanly(self):
+        """CKPT_S3_PUT_THRESHOLD: a save whose size is known goes as one streamed PUT (no parts, no
+        Complete), byte-identical; it cannot be retried, so a failure is one clean error with
+        nothing visible, and the next save succeeds."""
+        self.make_checkpoint(self.local("p.pt"), 24)
+        self.ckpt("convert", self.local("p.pt"), f"s3://{self.bucket}/p.pt", CKPT_S3_PART_SIZE=5 << 20,
+                  CKPT_S3_PUT_THRESHOLD=1 << 30)
+        lines = [h.splitlines()[0] for h, _ in self.fault.sent]
+        puts = [l for l in lines if l.startswith("PUT ")]
+        self.assertEqual(len(puts), 1, lines)
+        self.assertNotIn("partNumber", puts[0])
+        self.assertEqual([l for l in lines if l.startswith("POST ")], [])
+        sent = [b for h, b in self.fault.sent if h.startswith("PUT ")][0]
+        with open(self.local("p.pt"), "rb") as f:
+            local = f.read()
+        self.assertEqual(len(sent), len(local))
+        self.assertEqual(self.get_bytes("p.pt"), local)
+        # Over the threshold: parts, as by default.
+        self.fault.clear()
+        self.ckpt("convert", self.local("p.pt"), f"s3://{self.bucket}/p2.pt", CKPT_S3_PART_SIZE=5 << 20,
+                  CKPT_S3_PUT_THRESHOLD=10 << 20)
+        self.assertEqual(len([h for h, _ in self.fault.sent if "partNumber=" in h.splitlines()[0]]), 5)
+        # A failed streamed PUT: not retried, one line, nothing visible.
+        self.fault.clear()
+        self.fault.add("503", method="PUT", times=1)
+        r = self.ckpt("convert", self.local("p.pt"), f"s3://{self.bucket}/q.pt", ok=False, CKPT_S3_PART_SIZE=5 << 20,
+                      CKPT_S3_PUT_THRESHOLD=1 << 30)
+        self.assert_one_line_error(r, "PutObject", f"s3://{self.bucket}/q.pt", "503")
+        keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
+        self.assertEqual(sorted(keys), ["p.pt", "p2.pt"])
+        self.ckpt("convert", self.local("p.pt"), f"s3://{self.bucket}/q.pt", CKPT_S3_PART_SIZE=5 << 20,
+                  CKPT_S3_PUT_THRESHOLD=1 << 30)
+        self.assertEqual(len(self.get_bytes("q.pt")), len(local))  # its records are named q/…, not p/…
+        self.ckpt("verify", f"s3://{self.bucket}/q.pt")
 
     def test_inspect_transfers_little_of_a_large_object(self):
         self.make_checkpoint(self.local("i.pt"), 40)
