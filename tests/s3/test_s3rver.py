@@ -10,7 +10,8 @@ the old object, conditional writes are ignored, unfinished uploads can be neithe
 nor aborted (405). These suites check that ckpt stays correct there:
 
 S3rverRoundTrip  a small save is one PUT, a large one multipart; both are a local save's bytes;
-                 ckpt reads what boto3 uploaded; a truncated object is refused in one line.
+                 ckpt reads what boto3 uploaded; a truncated object is refused in one line; and
+                 the server still has the gaps these suites rely on (serve.js fixes two bugs).
 S3rverRun        an s3:// ckpt-train run ends bit-identical to a local one, `ckpt ls/verify`
                  work on it, the run warns once that the server ignores conditional writes; a
                  truncated object under a checkpoint name no index lists is removed at the next
@@ -24,9 +25,14 @@ import gzip
 import json
 import os
 import re
+import socket
+import time
 import unittest
 
 from boto3.s3.transfer import TransferConfig
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 import test_s3
 import test_s3_runs
@@ -152,6 +158,45 @@ class S3rverRoundTrip(OnS3rver, test_s3.S3Base):
             with open(self.local("from-s3/" + name), "rb") as f, open(self.local("from-local/" + name), "rb") as g:
                 self.assertEqual(f.read(), g.read(), name)
 
+    def killed_put(self, key, declared, sent):
+        """A PUT whose client dies after `sent` of the `declared` bytes (the socket closed)."""
+        req = AWSRequest(method="PUT", url=f"{self.server.endpoint}/{self.bucket}/{key}",
+                         headers={"Host": f"127.0.0.1:{self.server.port}", "Content-Length": str(declared),
+                                  "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        SigV4Auth(Credentials(self.key_id, self.secret), "s3", "us-east-1").add_auth(req)
+        head = f"PUT /{self.bucket}/{key} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as c:
+            c.sendall(head.encode() + b"\r\n" + b"k" * sent)
+            time.sleep(0.3)
+        deadline = time.time() + 10
+        while time.time() < deadline:  # s3rver stores what it got once it sees the connection close
+            try:
+                if self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"] == sent:
+                    return
+            except self.s3.exceptions.ClientError:
+                pass
+            time.sleep(0.1)
+
+    def test_the_server_is_as_pessimistic_as_these_suites_assume(self):
+        # serve.js fixes two s3rver bugs; these are the gaps the suites rely on, still there.
+        self.killed_put("new.pt", 2 << 20, 1 << 20)
+        listed = {o["Key"]: o["Size"] for o in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])}
+        self.assertEqual(listed, {"new.pt": 1 << 20}, "a killed PUT left no truncated object")
+        self.s3.put_object(Bucket=self.bucket, Key="old.pt", Body=b"o" * (3 << 20))
+        self.killed_put("old.pt", 2 << 20, 1 << 20)
+        self.assertEqual(self.get_bytes("old.pt"), b"k" * (1 << 20), "a killed overwrite kept the old object")
+        # Conditional writes are ignored.
+        self.s3.put_object(Bucket=self.bucket, Key="old.pt", Body=b"second", IfNoneMatch="*")
+        self.assertEqual(self.get_bytes("old.pt"), b"second")
+        # Uploads can be neither listed nor aborted.
+        up = self.s3.create_multipart_upload(Bucket=self.bucket, Key="u.pt")
+        for call in (lambda: self.s3.list_multipart_uploads(Bucket=self.bucket),
+                     lambda: self.s3.abort_multipart_upload(Bucket=self.bucket, Key="u.pt", UploadId=up["UploadId"])):
+            with self.assertRaises(self.s3.exceptions.ClientError) as e:
+                call()
+            self.assertIn(e.exception.response["ResponseMetadata"]["HTTPStatusCode"], (405, 501))
+        self.assertEqual(self.uploads_left(), [up["UploadId"]])
+
     def test_a_truncated_object_is_refused_in_one_line(self):
         # What s3rver keeps of a PUT whose client was killed halfway: the first half, listed, 200.
         self.make_checkpoint(self.local("t.pt"), 12)
@@ -226,7 +271,10 @@ class S3rverRun(OnS3rver, SmallData, test_s3_runs.S3RunBase):
 
 
 class S3rverRunKills(OnS3rver, SmallData, test_s3_runs.S3RunKills):
-    """S3RunKills' test, on s3rver: here a kill mid-PUT leaves a truncated object behind."""
+    """S3RunKills' test, on s3rver: here a kill mid-PUT leaves a truncated object behind. Kills
+    land in the first half of a run's time, so that most attempts are killed and runs finish by
+    resuming (about a minute for 20 kills, where a whole-run window took four)."""
+    WINDOW = 0.5
 
     def index(self, prefix):
         # An index.json torn by a kill mid-overwrite lists nothing: the next start rebuilds it,
