@@ -125,7 +125,13 @@ class Lease final : public FileLock {
         if (!taken) continue;  // another taker won, or it was released: look again
       }
       std::string back_etag;
-      const LeaseText back = parse_lease(client_->get(u_, &back_etag));
+      LeaseText back = parse_lease(client_->get(u_, &back_etag));
+      // Some servers answer a PUT before its bytes can be read (s3rver; eventually consistent
+      // S3-compatible stores): an empty or unreadable lease is read again, a bounded few times.
+      for (int reread = 0; back.token.empty() && reread < 20; ++reread) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        back = parse_lease(client_->get(u_, &back_etag));
+      }
       if (back.token != mine_.token) {
         fail(ErrorKind::kIO, uri_, ": leased by another writer (", back.owner,
              "; it wrote the lease right after this process did: the server ignores conditional writes, "
