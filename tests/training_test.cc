@@ -1,3 +1,4 @@
+#include <limits>
 #include <torch/torch.h>
 
 #include "bridge/guard.h"
@@ -423,6 +424,27 @@ TEST(BadState, SchedulerStateOfAnotherKindOrWithAKeyMissingIsAnErrorNotACrash) {
   retyped.dict().set("gamma", "half");
   StepLR fresh(opt, 3, 0.5);
   EXPECT_THROW(fresh.load_state_dict(retyped), Error);
+}
+
+// A counter at INT64_MAX overflowed at the next step (undefined behaviour; found by fuzz_state).
+TEST(BadState, SchedulerCountersOutOfRangeAreRefused) {
+  torch::nn::Linear model(2, 2);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  StepLR step(opt, 3, 0.5);
+  for (const char* key : {"last_epoch", "_step_count"}) {
+    for (int64_t bad : {std::numeric_limits<int64_t>::max(), int64_t{-2}}) {
+      Value sd = step.state_dict();
+      sd.dict().set(key, bad);
+      StepLR fresh(opt, 3, 0.5);
+      expect_error([&] { fresh.load_state_dict(sd); }, ErrorKind::kInvalidArgument,
+                   std::string("scheduler state '") + key + "' is " + std::to_string(bad) + ": out of range");
+    }
+  }
+  ReduceLROnPlateau plateau(opt);
+  Value sd = plateau.state_dict();
+  sd.dict().set("num_bad_epochs", std::numeric_limits<int64_t>::max());
+  ReduceLROnPlateau fresh(opt);
+  expect_error([&] { fresh.load_state_dict(sd); }, ErrorKind::kInvalidArgument, "'num_bad_epochs' is");
 }
 
 TEST(BadState, AdamBetasOfTheWrongLengthIsAnErrorNotAnException) {

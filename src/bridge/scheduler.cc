@@ -28,6 +28,15 @@ const Value& required(const Dict& d, const char* key) {
   return *v;
 }
 
+// A step or epoch counter of a saved state: -1 (not started) up to 2^53, more than any run takes.
+// A file's INT64_MAX would overflow at the next step (found by fuzz_state).
+int64_t counter(const Dict& d, const char* key) {
+  const int64_t v = required(d, key).to_int();
+  if (v < -1 || v > (int64_t{1} << 53))
+    fail(ErrorKind::kInvalidArgument, "scheduler state '", key, "' is ", v, ": out of range (-1 to 2^53)");
+  return v;
+}
+
 }  // namespace
 namespace {
 
@@ -135,8 +144,8 @@ void LRScheduler::load_state_dict(const Value& state) {
     load_hyperparameters(state.dict());  // a missing key first: it names what this kind needs
     check_keys(state.dict(), known, "scheduler of this kind");
     base_lrs_ = to_doubles(required(state.dict(), "base_lrs"));
-    last_epoch_ = required(state.dict(), "last_epoch").to_int();
-    step_count_ = required(state.dict(), "_step_count").to_int();
+    last_epoch_ = counter(state.dict(), "last_epoch");
+    step_count_ = counter(state.dict(), "_step_count");
     if (const Value* v = state.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
     if (base_lrs_.size() != optimizer_.param_groups().size())
       fail(ErrorKind::kMismatch, "scheduler state has ", base_lrs_.size(), " base_lrs but the optimizer has ",
@@ -594,11 +603,11 @@ void ReduceLROnPlateau::load_state_dict(const Value& s) {
         .threshold_mode(s["threshold_mode"].to_string());
     o_.eps(s["eps"].to_double());
     min_lrs_ = to_doubles(s["min_lrs"]);
-    cooldown_counter_ = s["cooldown_counter"].to_int();
+    cooldown_counter_ = counter(s.dict(), "cooldown_counter");
     best_ = s["best"].to_double();
-    num_bad_epochs_ = s["num_bad_epochs"].to_int();
+    num_bad_epochs_ = counter(s.dict(), "num_bad_epochs");
     mode_worse_ = s["mode_worse"].to_double();
-    last_epoch_ = s["last_epoch"].to_int();
+    last_epoch_ = counter(s.dict(), "last_epoch");
     if (const Value* v = s.dict().find("_last_lr")) last_lr_ = to_doubles(*v);
     if (min_lrs_.size() != optimizer_.param_groups().size())
       fail(ErrorKind::kMismatch, "scheduler state has ", min_lrs_.size(), " min_lrs but the optimizer has ",
