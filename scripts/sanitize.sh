@@ -5,7 +5,8 @@
 #               (modules, optimizers, schedulers, the sampler, TorchScript archives) — ckpt's code
 #               instrumented, the system LibTorch not;
 #   build-tsan: ThreadSanitizer, the torch-free tests (async saves, parallel reads and writes,
-#               background commits, the lock and the walks are the threaded ones).
+#               background commits, the lock and the walks are the threaded ones; the S3 client's
+#               parallel parts, ranged GETs and streamed PUT against a scripted server).
 # Any report fails the test: -fno-sanitize-recover=all, halt_on_error.
 # Usage: scripts/sanitize.sh [asan|tsan]...   (both by default)
 set -euo pipefail
@@ -31,14 +32,14 @@ status=0
 for kind in "${kinds[@]}"; do
   case "$kind" in
     asan)
-      tests=(ckpt_format_tests ckpt_manager_tests ckpt_torch_tests)
+      tests=(ckpt_format_tests ckpt_manager_tests ckpt_s3_tests ckpt_torch_tests)
       configure build-asan "-fsanitize=address,undefined" ON "${tests[@]}"
       export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       filter="-$memory_tests"
       ;;
     tsan)
-      tests=(ckpt_format_tests ckpt_manager_tests)
+      tests=(ckpt_format_tests ckpt_manager_tests ckpt_s3_tests)
       configure build-tsan "-fsanitize=thread" OFF "${tests[@]}"
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
       filter="-$memory_tests"

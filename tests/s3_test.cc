@@ -562,6 +562,49 @@ TEST(S3Progress, CountsAcknowledgedPartsOnly) {
   EXPECT_EQ(file->acknowledged(), file->size());
 }
 
+// A size announced up front (CKPT_S3_PUT_THRESHOLD): one PUT streamed from the part buffers, in
+// order, whatever order the writer threads fill them in; a size other than announced fails.
+TEST(S3Streamed, OnePutOfTheAnnouncedSizeInOrder) {
+  ScriptServer server({reply("200 OK", "", "ETag: \"s\"\r\n")});
+  Config c = local_config(server.port());
+  c.part_size = 5 << 20;
+  c.parts_in_flight = 2;
+  c.put_threshold = uint64_t{1} << 30;
+  c.stall_timeout_s = 10;
+  auto client = std::make_shared<Client>(c);
+  std::string data(23 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 + (i >> 20));
+  {
+    auto file = new_object_writer(client, "s3://ckpt/one.pt");
+    file->expect_size(data.size());
+    // Two writers, each taking every other 1 MiB slice, as the zip writer's threads do.
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 2; ++w)
+      writers.emplace_back([&, w] {
+        for (size_t off = size_t(w) << 20; off < data.size(); off += size_t{2} << 20)
+          file->write_at(off, data.data() + off, std::min<size_t>(1 << 20, data.size() - off));
+      });
+    for (auto& t : writers) t.join();
+    file->close();
+    EXPECT_EQ(file->acknowledged(), data.size());
+  }
+  auto reqs = server.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].substr(0, reqs[0].find("\r\n")), "PUT /ckpt/one.pt HTTP/1.1");
+  EXPECT_EQ(header_of(reqs[0], "Content-Length"), std::to_string(data.size()));
+  EXPECT_EQ(reqs[0].substr(reqs[0].find("\r\n\r\n") + 4), data);
+  // Fewer bytes than announced: close fails naming both; nothing more is sent.
+  ScriptServer idle({});
+  Config c2 = local_config(idle.port());
+  c2.part_size = 5 << 20;
+  c2.put_threshold = uint64_t{1} << 30;
+  auto file = new_object_writer(std::make_shared<Client>(c2), "s3://ckpt/short.pt");
+  file->expect_size(12 << 20);
+  file->append(data.data(), 11 << 20);
+  std::string msg = error_of([&] { file->close(); });
+  EXPECT_NE(msg.find("11534336 bytes written of the 12582912 announced"), std::string::npos) << msg;
+}
+
 TEST(S3Retry, ErrorInsideA200CompleteIsRetried) {
   ScriptServer server({reply("200 OK",
                              "<?xml version=\"1.0\"?>\n\n<Error><Code>InternalError</Code><Message>We "
