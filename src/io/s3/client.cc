@@ -497,6 +497,12 @@ bool Client::head(const Uri& uri, ObjectInfo* info) {
 
 namespace {
 
+// If-None-Match: * — written only when the key does not exist; a 412 is the answer "it exists".
+void only_if_absent(Request* r) {
+  r->headers.emplace_back("If-None-Match", "*");
+  r->accept = {412};
+}
+
 // S3's x-amz-checksum-crc32: the body's CRC-32 (zlib's), 4 bytes big-endian, base64.
 std::string checksum_crc32(const void* data, size_t size) {
   const uint32_t crc = crc32_update(0, data, size);
@@ -533,10 +539,7 @@ Request put_request(const Config& config, const Uri& uri, const void* data, size
 
 bool Client::put(const Uri& uri, const void* data, size_t size, bool if_none_match, std::string* etag) {
   Request r = put_request(config_, uri, data, size);
-  if (if_none_match) {
-    r.headers.emplace_back("If-None-Match", "*");
-    r.accept = {412};
-  }
+  if (if_none_match) only_if_absent(&r);
   Response resp = perform(r);
   if (resp.status == 412) return false;
   if (etag) *etag = resp.header("etag");
@@ -553,10 +556,7 @@ bool Client::put_streamed(const Uri& uri, uint64_t size, std::function<size_t(ch
   r.body_size = static_cast<size_t>(size);
   r.has_body = true;
   r.body_source = std::move(source);
-  if (if_none_match) {
-    r.headers.emplace_back("If-None-Match", "*");
-    r.accept = {412};
-  }
+  if (if_none_match) only_if_absent(&r);
   return perform(r).status != 412;
 }
 
@@ -712,10 +712,7 @@ bool Client::complete_multipart(const Uri& uri, const std::string& upload_id,
   r.body = xml.data();
   r.body_size = xml.size();
   r.has_body = true;
-  if (if_none_match) {
-    r.headers.emplace_back("If-None-Match", "*");
-    r.accept = {412};
-  }
+  if (if_none_match) only_if_absent(&r);
   Response resp = perform(r);
   if (resp.status == 412) return false;
   return true;
