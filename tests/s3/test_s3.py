@@ -108,6 +108,20 @@ class S3Base(unittest.TestCase):
     def uploads_left(self):
         return self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
 
+    def assert_same_object_both_ways(self, key, local_path):
+        """The object holds exactly the bytes of a local save, no upload is left, it verifies, and
+        converting it back to a file gives the same archive."""
+        with open(local_path, "rb") as f:
+            local = f.read()
+        self.assertEqual(self.get_bytes(key), local)
+        self.assertEqual(self.uploads_left(), [], "an unfinished upload was left")
+        self.ckpt("verify", f"s3://{self.bucket}/{key}")
+        back = os.path.join(self.local("back"), os.path.basename(key))  # same name: same record prefix
+        os.makedirs(os.path.dirname(back), exist_ok=True)
+        self.ckpt("convert", f"s3://{self.bucket}/{key}", back)
+        with open(back, "rb") as f:
+            self.assertEqual(f.read(), local)
+
     def assert_one_line_error(self, r, *needles):
         self.assertEqual(r.returncode, 1, r.stderr)
         lines = r.stderr.strip().splitlines()
@@ -138,15 +152,7 @@ class S3RoundTrip(S3Base):
                   CKPT_S3_PARTS_IN_FLIGHT=3)
         etag = self.s3.head_object(Bucket=self.bucket, Key="big.pt")["ETag"]
         self.assertRegex(etag, r"-5\"$")  # 24 MiB + headers in 5 MiB parts
-        with open(self.local("b/big.pt"), "rb") as f:
-            self.assertEqual(self.get_bytes("big.pt"), f.read())
-        self.assertEqual(self.uploads_left(), [])
-        self.ckpt("verify", f"s3://{self.bucket}/big.pt")
-        # And back: s3 -> local is the same archive.
-        os.makedirs(self.local("c"), exist_ok=True)
-        self.ckpt("convert", f"s3://{self.bucket}/big.pt", self.local("c/big.pt"))
-        with open(self.local("c/big.pt"), "rb") as f, open(self.local("b/big.pt"), "rb") as g:
-            self.assertEqual(f.read(), g.read())
+        self.assert_same_object_both_ways("big.pt", self.local("b/big.pt"))
 
     def test_reads_what_boto3_uploaded(self):
         for name in ("dtypes.pt", "ckpt.pt", "sd_linear.pt", "legacy.pt"):

@@ -92,6 +92,21 @@ class S3RunBase(S3Base):
         if metrics:
             self.assertEqual(strip_metrics(self.get_bytes(f"{prefix}/metrics.jsonl").decode()), ref["metrics"])
 
+    def assert_finished_run_objects(self, uri, prefix):
+        """A finished run leaves no lease, no object its index does not name, best.pt holding the
+        best checkpoint's bytes (a server-side copy), and `ckpt ls` / `verify` agreeing with it."""
+        keys = self.keys(prefix)
+        self.assertNotIn(".lock", keys, "the lease outlived its writer")
+        ix = self.index(prefix)
+        self.assertEqual(sorted(c["file"] for c in ix["checkpoints"]),
+                         sorted(k for k in keys if k.startswith("epoch=")), "objects the index does not name")
+        self.assertEqual(self.get_bytes(f"{prefix}/best.pt"), self.get_bytes(f"{prefix}/" + ix["best"]))
+        ls = json.loads(self.ckpt("ls", uri, "--json").stdout)
+        self.assertEqual([c["file"] for c in ls], [c["file"] for c in ix["checkpoints"]])
+        n = len(ix["checkpoints"])
+        self.assertIn(f"{n} of {n} checkpoints verify", self.ckpt("verify", uri).stdout)
+        return ix
+
     def keys(self, prefix):
         out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix + "/").get("Contents", [])
         return sorted(o["Key"][len(prefix) + 1:] for o in out)
@@ -111,18 +126,7 @@ class S3Run(S3RunBase):
         self.assertNotIn("conditional writes", r.stdout + r.stderr)
         self.assert_same_as(ref, "runs/a")
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "s3:")), "a local directory named s3: was made")
-        keys = self.keys("runs/a")
-        self.assertNotIn(".lock", keys, "the lease outlived its writer")
-        ix = self.index("runs/a")
-        self.assertEqual(sorted(c["file"] for c in ix["checkpoints"]),
-                         sorted(k for k in keys if k.startswith("epoch=")), "objects the index does not name")
-        # best.pt is the best checkpoint's bytes (a server-side copy).
-        self.assertEqual(self.get_bytes("runs/a/best.pt"), self.get_bytes("runs/a/" + ix["best"]))
-
-        ls = json.loads(self.ckpt("ls", uri, "--json").stdout)
-        self.assertEqual([c["file"] for c in ls], [c["file"] for c in ix["checkpoints"]])
-        n = len(ix["checkpoints"])
-        self.assertIn(f"{n} of {n} checkpoints verify", self.ckpt("verify", uri).stdout)
+        ix = self.assert_finished_run_objects(uri, "runs/a")
         out = self.ckpt("plot", uri).stdout
         self.assertIn("2 epochs", out)
         self.assertIn(b"<svg", self.get_bytes("runs/a/curves.svg"))

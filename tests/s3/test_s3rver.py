@@ -124,14 +124,7 @@ class S3rverRoundTrip(OnS3rver, test_s3.S3Base):
         self.assertEqual(len(self.requests("POST", r"\?uploads")), 1, self.fault.requests)
         self.assertEqual(len(self.requests("PUT", r"partNumber=")), -(-size // PART), self.fault.requests)
         self.assertEqual(len(self.requests("POST", r"uploadId=")), 1, self.fault.requests)  # Complete
-        with open(self.local("b/big.pt"), "rb") as f:
-            self.assertEqual(self.get_bytes("big.pt"), f.read())
-        self.assertEqual(self.uploads_left(), [], "an upload folder was left on s3rver's disk")
-        self.ckpt("verify", f"s3://{self.bucket}/big.pt")
-        os.makedirs(self.local("c"), exist_ok=True)
-        self.ckpt("convert", f"s3://{self.bucket}/big.pt", self.local("c/big.pt"))
-        with open(self.local("c/big.pt"), "rb") as f, open(self.local("b/big.pt"), "rb") as g:
-            self.assertEqual(f.read(), g.read())
+        self.assert_same_object_both_ways("big.pt", self.local("b/big.pt"))  # uploads_left: s3rver's disk
 
     def test_reads_what_boto3_uploaded(self):
         self.make_checkpoint(self.local("up.pt"), 24)
@@ -216,16 +209,7 @@ class S3rverRun(OnS3rver, SmallData, test_s3_runs.S3RunBase):
         uri = f"s3://{self.bucket}/runs/a"
         r = self.train(uri, "--epochs", 2)
         self.assert_same_as(ref, "runs/a")
-        keys = self.keys("runs/a")
-        self.assertNotIn(".lock", keys, "the lease outlived its writer")
-        ix = self.index("runs/a")
-        self.assertEqual(sorted(c["file"] for c in ix["checkpoints"]),
-                         sorted(k for k in keys if k.startswith("epoch=")), "objects the index does not name")
-        self.assertEqual(self.get_bytes("runs/a/best.pt"), self.get_bytes("runs/a/" + ix["best"]))
-        ls = json.loads(self.ckpt("ls", uri, "--json").stdout)
-        self.assertEqual([c["file"] for c in ls], [c["file"] for c in ix["checkpoints"]])
-        n = len(ix["checkpoints"])
-        self.assertIn(f"{n} of {n} checkpoints verify", self.ckpt("verify", uri).stdout)
+        self.assert_finished_run_objects(uri, "runs/a")
         # The capability probe: one warning line that the lease is weaker here (ckpt-train prints
         # its warnings on its console, stdout, between progress lines).
         lines = [l for l in (r.stdout + r.stderr).splitlines() if CONDITIONAL_WARNING in l]
