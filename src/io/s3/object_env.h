@@ -1,6 +1,7 @@
 // Objects as files: the io::Env seam for s3:// paths. Env::Default() routes every path that
-// starts with "s3://" here and every other path to POSIX, so the format and manager layers read
-// and write objects through the same WritableFile / MappedFile interfaces as files.
+// starts with "s3://" here (object_env.cc) and every other path to POSIX, so the format and
+// manager layers read and write objects through the same WritableFile / MappedFile interfaces
+// as files. The writer is in object_writer.cc, the reader in object_reader.cc.
 //
 // Writing (ObjectWritableFile): bytes are gathered into parts of Config::part_size; each full
 // part is uploaded (UploadPart, retried on its own) by one of Config::parts_in_flight workers
