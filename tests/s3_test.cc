@@ -25,7 +25,7 @@
 #include "format/zip.h"
 #include "io/s3/client.h"
 #include "io/s3/config.h"
-#include "io/s3/object_env.h"
+#include "io/s3/lease.h"
 #include "io/s3/object_env.h"
 
 namespace ckpt::io::s3 {
@@ -207,6 +207,7 @@ class ScriptServer {
     std::string status = "200 OK";
     std::string body;
     std::string extra_headers;
+    int echo = -1;  // >= 0: the reply's body is the body of the request with this index
   };
 
   explicit ScriptServer(std::vector<Step> steps) : steps_(std::move(steps)) {
@@ -285,6 +286,11 @@ class ScriptServer {
         if (s.act == Act::kStall) {
           while (!stop_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
           break;
+        }
+        if (s.echo >= 0) {
+          std::lock_guard<std::mutex> lock(mu_);
+          const std::string& r = requests_.at(static_cast<size_t>(s.echo));
+          s.body = r.substr(r.find("\r\n\r\n") + 4);
         }
         std::string resp = "HTTP/1.1 " + s.status + "\r\nContent-Length: " + std::to_string(s.body.size()) + "\r\n" +
                            s.extra_headers + "\r\n";
@@ -671,6 +677,64 @@ TEST(S3Retry, StalledServerTimesOut) {
   EXPECT_GE(s, 1.5);  // two attempts of a 1 s stall timeout
   EXPECT_LT(s, 6.0);
   EXPECT_NE(msg.find("timed out"), std::string::npos) << msg;
+}
+
+// --- the lease's read-back (step 3 of lease.h) ---------------------------------------------------
+
+// A server that answers a PUT before its bytes can be read (s3rver; an eventually consistent
+// store) first returns the lease empty: it is read again until the writer's own token is there.
+TEST(S3Lease, AnEmptyReadBackIsReadAgain) {
+  const std::string etag = "ETag: \"l1\"\r\n";
+  ScriptServer::Step echo_lease = reply("200 OK", "", etag);
+  echo_lease.echo = 0;
+  ScriptServer server({reply("200 OK", "", etag),  // 0: the create-only PUT
+                       reply("200 OK", "", etag), reply("200 OK", "", etag),  // 1, 2: read back empty
+                       echo_lease,                                            // 3: then the lease
+                       reply("412 Precondition Failed", "<Error><Code>PreconditionFailed</Code></Error>"),  // probe
+                       echo_lease, reply("204 No Content")});  // release: read, then delete
+  auto client = std::make_shared<Client>(local_config(server.port()));
+  {
+    auto lease = acquire_lease(client, "s3://ckpt/run/.lock", "pid 1 on test");
+    EXPECT_EQ(lease->caveat(), "");  // the probe's 412: conditional writes are honoured
+    lease->check();
+  }
+  auto reqs = server.requests();
+  ASSERT_EQ(reqs.size(), 7u);
+  EXPECT_EQ(reqs[0].rfind("PUT /ckpt/run/.lock ", 0), 0u) << reqs[0];
+  EXPECT_EQ(header_of(reqs[0], "If-None-Match"), "*");
+  for (int i : {1, 2, 3}) EXPECT_EQ(reqs[i].rfind("GET /ckpt/run/.lock ", 0), 0u) << reqs[i];
+  EXPECT_EQ(header_of(reqs[4], "If-None-Match"), "*");  // the probe
+  EXPECT_EQ(reqs[6].rfind("DELETE /ckpt/run/.lock ", 0), 0u) << reqs[6];
+}
+
+// One that never returns what it stored fails in about a second with one line saying so, not as
+// a race with another writer and not after waiting on forever.
+TEST(S3Lease, ALeaseThatNeverReadsBackFailsWithinTheBound) {
+  ScriptServer server({reply("200 OK", "", "ETag: \"l1\"\r\n")});  // then every GET: 200, empty
+  auto client = std::make_shared<Client>(local_config(server.port()));
+  auto t0 = std::chrono::steady_clock::now();
+  std::string msg = error_of([&] { acquire_lease(client, "s3://ckpt/run/.lock", "pid 1 on test"); });
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 5.0);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_NE(msg.find("s3://ckpt/run/.lock: the lease this process wrote still reads back empty"), std::string::npos)
+      << msg;
+  // The PUT, the first read, 20 more, and the release's read (nothing of ours to delete).
+  EXPECT_EQ(server.requests().size(), 23u);
+}
+
+// Another writer's token in the read-back (a server without conditional writes, two writers
+// racing) fails naming that writer.
+TEST(S3Lease, AnotherWritersTokenInTheReadBackFails) {
+  ScriptServer server({reply("200 OK", "", "ETag: \"l1\"\r\n"),
+                       reply("200 OK", "ckpt-lease/1\nowner: pid 7 on elsewhere\ntoken: 00ff\nexpires_unix: 4e9\n",
+                             "ETag: \"l2\"\r\n")});
+  auto client = std::make_shared<Client>(local_config(server.port()));
+  std::string msg = error_of([&] { acquire_lease(client, "s3://ckpt/run/.lock", "pid 1 on test"); });
+  EXPECT_NE(msg.find("s3://ckpt/run/.lock: leased by another writer (pid 7 on elsewhere; it wrote the lease right "
+                     "after this process did"),
+            std::string::npos)
+      << msg;
 }
 
 }  // namespace

@@ -132,6 +132,9 @@ class Lease final : public FileLock {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
         back = parse_lease(client_->get(u_, &back_etag));
       }
+      if (back.token.empty())
+        fail(ErrorKind::kIO, uri_, ": the lease this process wrote still reads back empty or unreadable after 1 s: ",
+             "the server does not return what it stored, so the one-writer rule cannot be checked");
       if (back.token != mine_.token) {
         fail(ErrorKind::kIO, uri_, ": leased by another writer (", back.owner,
              "; it wrote the lease right after this process did: the server ignores conditional writes, "
