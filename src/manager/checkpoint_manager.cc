@@ -283,9 +283,25 @@ bool is_run_directory(const std::string& directory) {
   return io::Env::Default()->file_exists(directory + "/" + run::kIndexFile);
 }
 
+namespace {
+
+// The run's index, for a reader: one that does not parse fails saying who repairs it (only a
+// writer rebuilds it, since that needs the run's own names and keys).
+std::optional<run::Index> read_index_for_reader(io::Env* env, const std::string& directory) {
+  try {
+    return run::read_index(env, directory);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kCorruption) throw;
+    fail(ErrorKind::kCorruption, e.what(),
+         "; the run's next writer (CheckpointManager, ckpt-train) rebuilds it from the checkpoints that verify");
+  }
+}
+
+}  // namespace
+
 std::vector<CheckpointRecord> list_run(const std::string& directory, io::Env* env) {
   if (!env) env = io::Env::Default();
-  std::optional<run::Index> index = run::read_index(env, directory);
+  std::optional<run::Index> index = read_index_for_reader(env, directory);
   if (!index) {
     if (!env->file_exists(directory)) fail(ErrorKind::kNotFound, directory, ": no such run directory");
     fail(ErrorKind::kNotFound, directory, ": not a run directory (no ", run::kIndexFile, ")");
@@ -311,7 +327,7 @@ std::vector<RunVerifyResult> verify_run(const std::string& directory, const Load
 std::vector<CheckpointRecord> prune_run(const std::string& directory, const RetentionPolicy& policy, bool dry_run,
                                         io::Env* env) {
   if (!env) env = io::Env::Default();
-  std::optional<run::Index> existing = run::read_index(env, directory);
+  std::optional<run::Index> existing = read_index_for_reader(env, directory);
   if (!existing) fail(ErrorKind::kNotFound, directory, ": not a run directory (no ", run::kIndexFile, ")");
   std::unique_ptr<io::FileLock> lock;
   if (!dry_run) {
@@ -320,7 +336,7 @@ std::vector<CheckpointRecord> prune_run(const std::string& directory, const Rete
     } catch (const Error& e) {
       fail(e.kind(), "run directory '", directory, "' is in use: ", e.what());
     }
-    existing = run::read_index(env, directory);  // again, under the lock
+    existing = read_index_for_reader(env, directory);  // again, under the lock
   }
   run::Index index = std::move(*existing);
   // Never pruned: the latest, the newest that verifies, the best the index names (its best files

@@ -246,6 +246,15 @@ class S3rverRun(OnS3rver, SmallData, test_s3_runs.S3RunBase):
         # A killed overwrite on s3rver: the old index is gone, the new one cut short.
         whole = self.get_bytes("runs/t/index.json")
         self.s3.put_object(Bucket=self.bucket, Key="runs/t/index.json", Body=whole[:len(whole) // 2])
+        # A reader says so in one line, and who repairs it; it changes nothing.
+        for cmd in ("ls", "verify"):
+            r = self.ckpt(cmd, uri, ok=False)
+            self.assertNotEqual(r.returncode, 0)
+            err = r.stderr.strip()
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertIn("runs/t/index.json: damaged run index", err)
+            self.assertIn("the run's next writer (CheckpointManager, ckpt-train) rebuilds it", err)
+        self.assertEqual(self.get_bytes("runs/t/index.json"), whole[:len(whole) // 2])
         r = self.train(uri, "--epochs", 2)
         out = r.stdout + r.stderr
         self.assertIn("damaged run index", out)
