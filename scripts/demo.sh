@@ -71,7 +71,7 @@ import gzip, json, sys
 import numpy as np, torch
 
 sys.path.insert(0, "tools/ckpt-train")
-from fashion_cnn import Net  # ckpt-train's CNN, as in the README
+from fashion_cnn import Net  # ckpt-train's CNN, as in doc/train.md
 
 run = sys.argv[1]
 model = Net()

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ckpt-train"))
-from fashion_cnn import Net  # noqa: E402  the README's Python twin of ckpt-train's CNN
+from fashion_cnn import Net  # noqa: E402  doc/train.md's Python twin of ckpt-train's CNN
 
 TRAIN = os.environ.get("CKPT_TRAIN_BIN", "../../build/ckpt-train")
 CKPT = os.environ.get("CKPT_BIN", "../../build/ckpt")

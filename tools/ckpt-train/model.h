@@ -3,7 +3,7 @@
 //   conv2 = Conv2d(32, 64, 3, padding=1), ReLU, MaxPool2d(2), flatten,
 //   fc1 = Linear(64*7*7, 128), ReLU, Dropout(0.25), fc2 = Linear(128, 10)
 // with parameters conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc1.weight, fc1.bias,
-// fc2.weight, fc2.bias and nothing else (see the README for the Python class).
+// fc2.weight, fc2.bias and nothing else (see doc/train.md for the Python class).
 #pragma once
 
 #include <torch/nn/functional.h>

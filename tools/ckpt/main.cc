@@ -468,7 +468,7 @@ int main(int argc, char** argv) {
   diff->add_option("--rtol", rtol, "relative tolerance: elements differ when |a-b| > atol + rtol*|b| (default 0)")
       ->check(CLI::NonNegativeNumber);
   diff->add_option("--atol", atol, "absolute tolerance (default 0)")->check(CLI::NonNegativeNumber);
-  diff->add_flag("--json", diff_json, "print one JSON document (schema in the README)");
+  diff->add_flag("--json", diff_json, "print one JSON document (schema in doc/cli.md)");
 
   std::string plot_out;
   auto* plot = app.add_subcommand("plot",
