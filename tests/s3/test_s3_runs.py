@@ -233,9 +233,11 @@ class S3RunKills(S3RunBase):
         window = max(1.0, (time.time() - t0) * self.WINDOW)  # at 1, a kill lands anywhere in a whole run
         kills, runs, run_id = 0, 0, 0
         prefix = "runs/k0"
-        deadline = time.time() + 480
+        # A bound on the loop, not a timing: with another heavy suite beside it on 2 cores a
+        # whole run takes twice as long, and so does every kill's round.
+        deadline = time.time() + 840
         while kills < self.KILLS:
-            self.assertLess(time.time(), deadline, f"only {kills} kills landed in 480 s")
+            self.assertLess(time.time(), deadline, f"only {kills} kills landed in 840 s")
             p = self.start(f"s3://{self.bucket}/{prefix}", "--epochs", 2)
             delay = rng.uniform(0.05, window)
             try:
