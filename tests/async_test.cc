@@ -4,11 +4,16 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "fault_env.h"
 #include "io/env.h"
 #include "test_util.h"
+#include "util/parallel.h"
 
 namespace ckpt {
 namespace {
@@ -133,5 +138,37 @@ TEST(AsyncSaver, SeveralInFlightWhenAskedForAndNoMore) {
   check_in_flight_bound(3);
 }
 
+
+// The work-sharing loop of parallel loads and ranged GETs: every task once, on no more threads
+// than asked; the first error stops the handing out of tasks and comes back once all stopped.
+TEST(ParallelFor, RunsEachTaskOnceAndRethrowsTheFirstErrorAfterAllStop) {
+  std::vector<std::atomic<int>> runs(1000);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  parallel_for(runs.size(), 3, [&](size_t i) {
+    runs[i]++;
+    std::lock_guard<std::mutex> lock(mu);
+    ids.insert(std::this_thread::get_id());
+  });
+  for (auto& r : runs) EXPECT_EQ(r.load(), 1);
+  EXPECT_LE(ids.size(), 3u);
+  parallel_for(0, 4, [](size_t) { FAIL() << "no task to run"; });
+
+  std::atomic<int> running{0}, started{0};
+  try {
+    parallel_for(10000, 4, [&](size_t i) {
+      running++;
+      started++;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      running--;
+      if (i == 5) throw std::runtime_error("task 5 failed");
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "task 5 failed");
+    EXPECT_EQ(running.load(), 0);  // no task still runs when the error comes back
+  }
+  EXPECT_LT(started.load(), 100);  // the rest were never handed out
+}
 }  // namespace
 }  // namespace ckpt

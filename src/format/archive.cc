@@ -5,7 +5,6 @@
 #include <ostream>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -24,6 +23,7 @@
 #include "util/bytes.h"
 #include "util/crc32.h"
 #include "util/errors.h"
+#include "util/parallel.h"
 #include "util/text.h"
 
 namespace ckpt::format {
@@ -446,26 +446,7 @@ class ArchiveReader {
     }
     flush_group();
 
-    std::atomic<size_t> next{0};
-    std::mutex mu;
-    std::exception_ptr error;
-    auto worker = [&] {
-      for (size_t i = next++; i < tasks.size(); i = next++) {
-        try {
-          run_task(tasks[i]);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mu);
-          if (!error) error = std::current_exception();
-          next = tasks.size();
-        }
-      }
-    };
-    size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), tasks.size());
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-    if (error) std::rethrow_exception(error);
+    parallel_for(tasks.size(), std::thread::hardware_concurrency(), [&](size_t i) { run_task(tasks[i]); });
 
     if (!options_.verify_checksums) return;
     for (const FillJob& job : jobs) {

@@ -3,17 +3,15 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
-#include <exception>
 #include <mutex>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "io/s3/object_env.h"
 #include "io/s3/pages.h"
 #include "util/errors.h"
+#include "util/parallel.h"
 
 namespace ckpt::io::s3 {
 
@@ -155,26 +153,9 @@ class ObjectFile final : public MappedFile {
 
   // GETs the pieces, ranges_in_flight at a time; the first error is rethrown once all stopped.
   void run(const std::vector<Piece>& pieces) const {
-    std::atomic<size_t> next{0};
-    std::mutex emu;
-    std::exception_ptr error;
-    auto work = [&] {
-      for (size_t i = next++; i < pieces.size(); i = next++) {
-        try {
-          client_->get_range(uri_, pieces[i].offset, pieces[i].n, pieces[i].dst, info_.etag);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(emu);
-          if (!error) error = std::current_exception();
-          next = pieces.size();
-        }
-      }
-    };
-    size_t threads = std::min(pieces.size(), std::max<size_t>(1, client_->config().ranges_in_flight));
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
+    parallel_for(pieces.size(), client_->config().ranges_in_flight, [&](size_t i) {
+      client_->get_range(uri_, pieces[i].offset, pieces[i].n, pieces[i].dst, info_.etag);
+    });
   }
 };
 
