@@ -85,7 +85,8 @@ class MotoServer:
                                "(the machine image's pyenv Python has it)") from e
         self.log = open(os.devnull, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                     preexec_fn=_die_with_parent)
         _wait_for_port(self, self.proc, "moto_server")
 
     def stop(self):
